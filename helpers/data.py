@@ -1,0 +1,90 @@
+"""The course datasets in assets/, loaded with `datasets` and checked against the format each trainer expects.
+
+    ds = load_course_dataset("sft")            # DatasetDict with train and test (test is never trained on)
+    check_format(my_dataset, "preference")     # your own data: a clear error if a column is missing
+
+Formats are TRL's: chat messages are lists of {"role": ..., "content": ...} dicts.
+"""
+
+import json
+from pathlib import Path
+
+from datasets import Dataset, DatasetDict, load_dataset
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+
+MESSAGES = "messages"  # a column holding a list of {"role", "content"} dicts
+TEXT = "text"  # a column holding a string
+
+FORMATS = {  # format name -> {column: kind}
+    "language_modeling": {"text": TEXT},
+    "prompt_completion": {"prompt": MESSAGES, "completion": MESSAGES},
+    "preference": {"prompt": MESSAGES, "chosen": MESSAGES, "rejected": MESSAGES},
+    "verifiable": {"prompt": MESSAGES, "answer": TEXT},
+    "pairs": {"anchor": TEXT, "positive": TEXT},
+    "ir_queries": {"query": TEXT, "positive_id": TEXT},
+    "ir_corpus": {"id": TEXT, "text": TEXT},
+}
+EXAMPLES = {
+    MESSAGES: [{"role": "user", "content": "..."}],
+    TEXT: "...",
+}
+
+COURSE_DATASETS = {  # dataset -> {split: format}
+    "pretrain": {"train": "language_modeling", "test": "language_modeling"},
+    "sft": {"train": "prompt_completion", "test": "prompt_completion"},
+    "preferences": {"train": "preference", "test": "preference"},
+    "rl": {"train": "verifiable", "test": "verifiable"},
+    "retrieval": {"train": "pairs", "test": "ir_queries", "corpus": "ir_corpus"},
+}
+
+
+def load_course_dataset(name: str) -> DatasetDict:
+    """All splits of one course dataset, each checked against its format."""
+    if name not in COURSE_DATASETS:
+        raise ValueError(f"Unknown course dataset '{name}'. Available: {', '.join(COURSE_DATASETS)}.")
+    splits = COURSE_DATASETS[name]
+    files = {split: str(ASSETS / name / f"{split}.jsonl") for split in splits}
+    missing = [f for f in files.values() if not Path(f).exists()]
+    if missing:
+        raise FileNotFoundError(f"Missing dataset files {missing}: run `python scripts/make_datasets.py`.")
+    # one load per split: the retrieval splits have different columns, which one multi-file load refuses
+    dataset = DatasetDict({split: load_dataset("json", data_files=f, split="train") for split, f in files.items()})
+    for split, fmt in splits.items():
+        check_format(dataset[split], fmt, where=f"{name}/{split}")
+    return dataset
+
+
+def check_format(dataset: Dataset, fmt: str, where: str = "dataset") -> None:
+    """Raise a ValueError naming what is missing or malformed, the format expected and how to convert."""
+    if fmt not in FORMATS:
+        raise ValueError(f"Unknown format '{fmt}'. Known formats: {', '.join(FORMATS)}.")
+    expected = FORMATS[fmt]
+    example = json.dumps({col: EXAMPLES[kind] for col, kind in expected.items()})
+    missing = [col for col in expected if col not in dataset.column_names]
+    if missing:
+        raise ValueError(
+            f"{where}: missing column(s) {missing} for the '{fmt}' format. Found columns: {dataset.column_names}. "
+            f"Expected one row like {example}. Rename columns with dataset.rename_column(old, new)."
+        )
+    if len(dataset) == 0:
+        raise ValueError(f"{where}: the dataset is empty.")
+    first = dataset[0]
+    for col, kind in expected.items():
+        value = first[col]
+        if kind == MESSAGES and isinstance(value, str):
+            raise ValueError(
+                f"{where}: column '{col}' holds plain strings, but the '{fmt}' format expects chat messages, "
+                f"e.g. {json.dumps(EXAMPLES[MESSAGES])}. Convert with dataset.map(lambda row: {{'{col}': "
+                f"[{{'role': '{'user' if col == 'prompt' else 'assistant'}', 'content': row['{col}']}}]}})."
+            )
+        if kind == MESSAGES and not _is_messages(value):
+            raise ValueError(f"{where}: column '{col}' must be a list of {{'role', 'content'}} dicts; "
+                             f"the first row has {str(value)[:120]!r}.")
+        if kind == TEXT and not isinstance(value, str):
+            raise ValueError(f"{where}: column '{col}' must hold strings; the first row has {type(value).__name__}.")
+
+
+def _is_messages(value) -> bool:
+    return (isinstance(value, list) and len(value) > 0
+            and all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in value))

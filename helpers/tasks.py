@@ -1,0 +1,62 @@
+"""Generation and scoring for the course's tasks: what the notebooks measure before and after training."""
+
+import json
+
+import torch
+
+PERSON_FIELDS = ("name", "age", "job", "city")
+
+
+@torch.no_grad()
+def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 48, batch_size: int = 16) -> list[str]:
+    """Greedy answers to chat prompts (lists of messages), batched with left padding.
+
+    Left padding keeps every prompt's last token next to the first generated one, which batched generation needs.
+    """
+    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    answers = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+                     for p in prompts[start:start + batch_size]]
+            batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                    pad_token_id=tokenizer.pad_token_id)
+            new_tokens = output[:, batch["input_ids"].shape[1]:]  # (batch, new) - drop the prompt
+            answers += [a.strip() for a in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+    finally:
+        tokenizer.padding_side = padding_side
+    return answers
+
+
+def parse_json_object(text: str) -> dict | None:
+    """The JSON object in a model's answer, or None. Tolerates text after the closing brace."""
+    start = text.find("{")
+    if start < 0:
+        return None
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text[start:])
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def extraction_scores(answers: list[str], references: list[str]) -> dict:
+    """How well answers match the reference person records (JSON strings).
+
+    exact_match: the answer holds the reference record: same keys, types and values;
+    valid_json: the answer contains a JSON object at all;
+    field_accuracy: share of the 4 fields (name, age, job, city) with the right key and value.
+    """
+    if len(answers) != len(references):
+        raise ValueError(f"{len(answers)} answers for {len(references)} references.")
+    exact = valid = fields = 0
+    for answer, reference in zip(answers, references):
+        got, want = parse_json_object(answer), json.loads(reference)
+        if got is None:
+            continue
+        valid += 1
+        exact += got == want
+        fields += sum(got.get(key) == want[key] for key in PERSON_FIELDS)
+    n = len(references)
+    return {"exact_match": exact / n, "valid_json": valid / n, "field_accuracy": fields / (n * len(PERSON_FIELDS))}

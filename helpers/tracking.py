@@ -1,0 +1,164 @@
+"""Measure, log and record runs: W&B without prompts, time and peak memory, the runs/*.json files, resuming.
+
+    run = init_wandb("01-sft", config={...})              # online with a key, offline (under runs/) without
+    with measure() as m:                                 # wall time and peak memory (GPU, else process RSS)
+        trainer.train(resume_from_checkpoint=last_checkpoint(args.output_dir))
+    write_run("01_sft", profile=..., seconds=m.seconds, peak_memory_mb=m.peak_mb, ...)
+"""
+
+import contextlib
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import torch
+
+RUNS = Path(os.environ.get("COURSE_RUNS_DIR", Path(__file__).resolve().parents[1] / "runs"))
+
+
+# --------------------------------------------------------------------------------------------- W&B
+def wandb_has_key() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    netrc = Path.home() / ".netrc"
+    return netrc.exists() and "api.wandb.ai" in netrc.read_text(errors="ignore")
+
+
+def wandb_enabled() -> bool:
+    return os.environ.get("COURSE_WANDB", "").lower() != "off"
+
+
+def _configure_wandb() -> None:
+    """No key -> offline mode, so neither wandb.init nor a trainer's W&B callback ever asks for a login."""
+    if not wandb_has_key():
+        os.environ["WANDB_MODE"] = "offline"  # logs under runs/wandb; upload later with `wandb sync`
+    os.environ.setdefault("WANDB_SILENT", "true")  # keeps machine paths and banners out of notebook outputs
+    os.environ.setdefault("WANDB_DIR", str(RUNS))
+    RUNS.mkdir(parents=True, exist_ok=True)
+
+
+def init_wandb(name: str, config: dict | None = None, project: str = "finetuning-course"):
+    """Start a W&B run that never prompts: online with a key, offline under runs/wandb without one.
+
+    COURSE_WANDB=off turns W&B off (the trainers then get report_to="none"). Returns the run, or None when off.
+    """
+    if not wandb_enabled():
+        return None
+    import wandb
+
+    _configure_wandb()
+    return wandb.init(project=project, name=name, config=config or {}, dir=str(RUNS), reinit="finish_previous")
+
+
+def report_to() -> str:
+    """The `report_to` value for a trainer config: "wandb" (set up so it never prompts) unless W&B is off."""
+    if not wandb_enabled():
+        return "none"
+    _configure_wandb()
+    return "wandb"
+
+
+# --------------------------------------------------------------------------------------------- time + memory
+def memory_mb() -> float:
+    """Memory in use now: GPU memory allocated by torch, else this process's resident memory."""
+    if torch.cuda.is_available():
+        return torch.cuda.memory_allocated() / 2**20
+    return psutil.Process().memory_info().rss / 2**20
+
+
+@dataclass
+class Measurement:
+    seconds: float = 0.0
+    start_mb: float = 0.0
+    end_mb: float = 0.0
+    peak_mb: float = 0.0
+
+    def __str__(self):
+        where = "GPU" if torch.cuda.is_available() else "process RSS"
+        return (f"{self.seconds:.1f} s | memory ({where}): {self.start_mb:.0f} MB before, "
+                f"{self.peak_mb:.0f} MB peak, {self.end_mb:.0f} MB after")
+
+
+@contextlib.contextmanager
+def measure(sample_every: float = 0.05):
+    """Wall time and peak memory of the block. On the CPU a thread samples the RSS (no reset-able peak there)."""
+    m = Measurement(start_mb=memory_mb())
+    m.peak_mb = m.start_mb
+    stop = threading.Event()
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    else:
+        def sample():
+            while not stop.wait(sample_every):
+                m.peak_mb = max(m.peak_mb, memory_mb())
+        threading.Thread(target=sample, daemon=True).start()
+    start = time.perf_counter()
+    try:
+        yield m
+    finally:
+        m.seconds = time.perf_counter() - start
+        stop.set()
+        m.end_mb = memory_mb()
+        if torch.cuda.is_available():
+            m.peak_mb = torch.cuda.max_memory_allocated() / 2**20
+        m.peak_mb = max(m.peak_mb, m.end_mb)
+
+
+# --------------------------------------------------------------------------------------------- runs/*.json
+def write_run(name: str, *, profile, model: str, steps: int, seconds: float, peak_memory_mb: float,
+              before: dict, after: dict, **extra) -> Path:
+    """Write runs/<name>.json: what a training notebook measured, for the tests and the comparison notebook."""
+    record = {
+        "name": name, "profile": profile.name, "model": model, "steps": steps,
+        "seconds": round(seconds, 2), "peak_memory_mb": round(peak_memory_mb, 1),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+        "before": before, "after": after, **extra,
+    }
+    RUNS.mkdir(parents=True, exist_ok=True)
+    path = RUNS / f"{name}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def read_run(name: str) -> dict:
+    path = RUNS / f"{name}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"No record runs/{name}.json yet: run the notebook that trains '{name}' first.")
+    return json.loads(path.read_text())
+
+
+# --------------------------------------------------------------------------------------------- resume, OOM
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest checkpoint-N folder under output_dir, or None: pass it to trainer.train(resume_from_checkpoint=...)."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not Path(output_dir).is_dir():
+        return None
+    checkpoint = get_last_checkpoint(str(output_dir))
+    if checkpoint:
+        print(f"Resuming from {Path(checkpoint).name}")
+    return checkpoint
+
+
+@contextlib.contextmanager
+def oom_advice(profile, batch_size: int | None = None, max_length: int | None = None):
+    """Turn a CUDA out-of-memory error into one that names the knobs to lower, then re-raise."""
+    try:
+        yield
+    except torch.OutOfMemoryError as error:
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        knobs = [
+            f"per_device_train_batch_size (now {batch_size}) - halve it and double gradient_accumulation_steps"
+            if batch_size else "per_device_train_batch_size - halve it and double gradient_accumulation_steps",
+            f"max_length (now {max_length})" if max_length else "max_length",
+            "gradient_checkpointing=True (slower, far less activation memory)",
+            "load_in_4bit (QLoRA, notebook 02) or a smaller chat_model in helpers/profiles.py",
+        ]
+        raise RuntimeError(f"Out of GPU memory in profile '{profile.name}'. Lower, in this order:\n  - "
+                           + "\n  - ".join(knobs) + "\nThen restart the runtime (memory stays fragmented).") from error

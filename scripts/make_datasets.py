@@ -1,0 +1,410 @@
+"""Write the course's small datasets into assets/ (fixed seed, so every run writes the same bytes).
+
+    python scripts/make_datasets.py          # rewrite assets/*/{train,test}.jsonl and each DATASHEET.md
+
+Every dataset is generated here from word lists and templates written for the course, so its provenance
+and licence are simple (CC0, see each DATASHEET.md). Every dataset has a `test` split that no notebook
+trains on; where it matters, the test split also uses names, products or wordings the train split never
+shows, so a rise in a held-out score means the model learned the skill, not the examples.
+"""
+
+import json
+import random
+from pathlib import Path
+
+SEED = 20261123
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
+
+# ---------------------------------------------------------------------------------------------------------
+# Word lists shared by several datasets. Split into train-only and test-only halves where generalisation
+# is what a notebook measures.
+# ---------------------------------------------------------------------------------------------------------
+FIRST_NAMES_TRAIN = [
+    "Maria", "Tom", "Amina", "Lars", "Yuki", "Carlos", "Priya", "Jonas", "Fatima", "Ivan", "Chloe", "Mateo",
+    "Aisha", "Pedro", "Elena", "Kofi", "Sofia", "Hiro", "Nadia", "Oscar", "Leila", "Marek", "Greta", "Ravi",
+    "Ines", "Tariq", "Lucia", "Emil", "Zara", "Bruno", "Mina", "Felix", "Alma", "Omar", "Clara", "Diego",
+]
+FIRST_NAMES_TEST = ["Anya", "Kwame", "Rosa", "Henrik", "Mei", "Samir", "Leona", "Tobias", "Nia", "Pavel", "Ingrid", "Hugo"]
+LAST_NAMES_TRAIN = [
+    "Lopez", "Baker", "Odhiambo", "Nilsson", "Tanaka", "Ruiz", "Sharma", "Weber", "Haddad", "Petrov", "Martin",
+    "Silva", "Bello", "Costa", "Novak", "Mensah", "Rossi", "Sato", "Karimi", "Berg", "Mansour", "Kowalski",
+    "Fischer", "Iyer", "Moreau", "Aziz", "Romano", "Lund", "Okafor", "Duarte",
+]
+LAST_NAMES_TEST = ["Achterberg", "Quispe", "Varga", "Delacroix", "Mbeki", "Oyelaran", "Lindqvist", "Castellano"]
+CITIES_TRAIN = [
+    "Porto", "Leeds", "Nairobi", "Oslo", "Osaka", "Seville", "Pune", "Bremen", "Beirut", "Kazan", "Lyon", "Recife",
+    "Lagos", "Turin", "Brno", "Accra", "Naples", "Sapporo", "Tabriz", "Bergen", "Tunis", "Gdansk", "Graz", "Mysore",
+]
+CITIES_TEST = ["Cusco", "Tartu", "Dakar", "Ghent", "Hobart", "Kraków", "Medan", "Aarhus"]
+JOBS_TRAIN = [
+    "pharmacist", "carpenter", "teacher", "nurse", "architect", "baker", "electrician", "journalist",
+    "pilot", "librarian", "plumber", "chemist", "gardener", "translator", "dentist", "mechanic", "florist",
+    "photographer", "accountant", "firefighter",
+]
+JOBS_TEST = ["beekeeper", "surveyor", "cartographer", "optician", "locksmith", "glassblower"]
+
+
+def write_jsonl(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def user(text):
+    return [{"role": "user", "content": text}]
+
+
+def assistant(text):
+    return [{"role": "assistant", "content": text}]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 1. Pre-training corpus: short, simple stories from a small grammar (think TinyStories, but generated).
+# ---------------------------------------------------------------------------------------------------------
+STORY_KIDS = ["Lily", "Ben", "Mia", "Sam", "Anna", "Leo", "Zoe", "Max", "Ella", "Noah", "Ruby", "Finn"]
+STORY_PRONOUN = {"Lily": "she", "Mia": "she", "Anna": "she", "Zoe": "she", "Ella": "she", "Ruby": "she",
+                 "Ben": "he", "Sam": "he", "Leo": "he", "Max": "he", "Noah": "he", "Finn": "he"}
+STORY_PETS = ["dog", "cat", "rabbit", "duck", "frog", "bird", "horse", "fish"]
+STORY_PLACES = ["the park", "the garden", "the beach", "the forest", "the farm", "the lake", "the hill", "school"]
+STORY_THINGS = ["ball", "kite", "boat", "box", "hat", "book", "drum", "cake", "shell", "key"]
+STORY_COLOURS = ["red", "blue", "green", "yellow", "big", "small", "shiny", "old"]
+STORY_FEELINGS = ["happy", "sad", "scared", "tired", "proud", "surprised"]
+STORY_WEATHER = ["sunny", "rainy", "windy", "cold", "warm"]
+
+
+def make_story(rng):
+    kid, friend = rng.sample(STORY_KIDS, 2)
+    he = STORY_PRONOUN[kid]
+    his = "her" if he == "she" else "his"
+    pet, place, thing = rng.choice(STORY_PETS), rng.choice(STORY_PLACES), rng.choice(STORY_THINGS)
+    colour, feeling, weather = rng.choice(STORY_COLOURS), rng.choice(STORY_FEELINGS), rng.choice(STORY_WEATHER)
+    openings = [
+        f"Once upon a time, there was a child named {kid}.",
+        f"One {weather} day, {kid} went to {place}.",
+        f"{kid} had a {colour} {thing}.",
+        f"There was a little {pet} who lived near {place}.",
+    ]
+    middles = [
+        f"{he.capitalize()} played with {his} {pet} all day.",
+        f"{kid} and {friend} found a {colour} {thing} under a tree.",
+        f"{he.capitalize()} wanted to show the {thing} to {friend}.",
+        f"The {pet} ran away with the {thing}.",
+        f"It was {weather}, so {kid} took {his} {thing} to {place}.",
+        f"{friend} asked {kid} to share the {thing}.",
+    ]
+    turns = [
+        f"{kid} felt {feeling}, but {friend} helped {his} {pet}.",
+        f"Then the {pet} came back and gave the {thing} to {kid}.",
+        f"{kid} said, \"Let's play together!\" and {friend} smiled.",
+        f"They looked everywhere and found the {thing} near {place}.",
+    ]
+    endings = [
+        f"In the end, {kid} and {friend} were {rng.choice(['happy', 'good friends', 'very tired'])}.",
+        f"From that day on, {kid} always shared {his} {thing}.",
+        f"The sun went down and {kid} went home with {his} {pet}.",
+        f"{kid} learned that friends make every day better.",
+    ]
+    parts = [rng.choice(openings)] + rng.sample(middles, rng.randint(1, 3)) + [rng.choice(turns), rng.choice(endings)]
+    return " ".join(parts)
+
+
+def make_pretrain(rng, n_train=3000, n_test=300):
+    stories = []
+    seen = set()
+    while len(stories) < n_train + n_test:
+        story = make_story(rng)
+        if story not in seen:  # exact duplicates would leak between the splits
+            seen.add(story)
+            stories.append({"text": story})
+    return stories[:n_train], stories[n_train:]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2. SFT: extract a person's details from a sentence into a fixed JSON schema.
+#    The instruct model can write JSON, but not this schema with these keys, types and order: a skill SFT adds.
+# ---------------------------------------------------------------------------------------------------------
+EXTRACTION_INSTRUCTIONS = [
+    "Extract the person's details from the text as JSON.",
+    "Turn this sentence into a JSON record of the person.",
+    "Read the text and return the person as a JSON object.",
+    "Give me the details of the person in this text, as JSON.",
+]
+EXTRACTION_SENTENCES = [
+    "{name} is a {age}-year-old {job} living in {city}.",
+    "Meet {name}, {age}, who works as a {job} in {city}.",
+    "After many years in {city}, {name} ({age}) still enjoys being a {job}.",
+    "{name}, a {job} from {city}, turned {age} last spring.",
+    "At {age}, {name} runs a small business as a {job} in {city}.",
+    "Our new neighbour is {name}; {pronoun} is {age} and works as a {job} in {city}.",
+    "The {job} {name} ({age}) moved to {city} last year.",
+    "In {city}, everyone knows {name}, the {age}-year-old {job}.",
+]
+
+
+def extraction_record(rng, firsts, lasts, cities, jobs):
+    first = rng.choice(firsts)
+    person = {"name": f"{first} {rng.choice(lasts)}", "age": rng.randint(19, 78),
+              "job": rng.choice(jobs), "city": rng.choice(cities)}
+    pronoun = rng.choice(["she", "he", "they"])
+    sentence = rng.choice(EXTRACTION_SENTENCES).format(pronoun=pronoun, **person)
+    prompt = f"{rng.choice(EXTRACTION_INSTRUCTIONS)}\nText: {sentence}"
+    answer = json.dumps(person, ensure_ascii=False)  # keys in schema order: name, age, job, city
+    return {"prompt": user(prompt), "completion": assistant(answer)}
+
+
+def make_sft(rng, n_train=480, n_test=64):
+    train = [extraction_record(rng, FIRST_NAMES_TRAIN, LAST_NAMES_TRAIN, CITIES_TRAIN, JOBS_TRAIN)
+             for _ in range(n_train)]
+    # Held-out people are built from names, cities and jobs the train split never contains.
+    test = [extraction_record(rng, FIRST_NAMES_TEST, LAST_NAMES_TEST, CITIES_TEST, JOBS_TEST) for _ in range(n_test)]
+    return train, test
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 3. Preferences: answers grounded in a short context (chosen) vs. the same answer with one hallucinated value
+#    (rejected). Both are fluent, the same length and the same format; only faithfulness to the context differs.
+# ---------------------------------------------------------------------------------------------------------
+GADGET_NAMES = ["Orbix", "Lumo", "Tessel", "Quill", "Nimbo", "Arkon", "Vela", "Pico", "Strato", "Kelvo",
+                "Ferro", "Zephy", "Mantis", "Corvo", "Halden", "Brisa"]
+GADGET_KINDS = ["kettle", "lamp", "speaker", "bike light", "thermostat", "router", "drone", "watch"]
+GADGET_COLOURS = ["black", "white", "red", "green", "silver", "orange", "blue", "grey"]
+GADGET_COUNTRIES = ["Portugal", "Norway", "Kenya", "Japan", "Chile", "Poland", "Ghana", "Canada", "Vietnam", "Peru"]
+
+
+def preference_record(rng):
+    name = f"{rng.choice(GADGET_NAMES)} {rng.choice('ABCDEFGHKLMXZ')}{rng.randint(2, 9)}"
+    facts = {
+        "kind": rng.choice(GADGET_KINDS), "colour": rng.choice(GADGET_COLOURS),
+        "country": rng.choice(GADGET_COUNTRIES), "price": rng.randint(12, 480),
+        "battery": rng.randint(2, 40), "year": rng.randint(2015, 2026),
+    }
+    context = (f"The {name} is a {facts['colour']} {facts['kind']} made in {facts['country']}. "
+               f"It was released in {facts['year']}, costs {facts['price']} euros and its battery lasts "
+               f"{facts['battery']} hours.")
+    questions = {
+        "colour": ("What colour is the {name}?", "The {name} is {v}."),
+        "country": ("Where is the {name} made?", "The {name} is made in {v}."),
+        "price": ("How much does the {name} cost?", "The {name} costs {v} euros."),
+        "battery": ("How long does the battery of the {name} last?", "Its battery lasts {v} hours."),
+        "year": ("When was the {name} released?", "The {name} was released in {v}."),
+    }
+    key = rng.choice(list(questions))
+    question, answer = questions[key]
+    true_value = facts[key]
+    if isinstance(true_value, int):  # a wrong number close to the true one, never equal to another fact
+        others = {v for v in facts.values() if isinstance(v, int)}
+        wrong = true_value
+        while wrong in others:
+            wrong = true_value + rng.choice([-1, 1]) * rng.randint(1, max(2, true_value // 4))
+    else:
+        pool = GADGET_COLOURS if key == "colour" else GADGET_COUNTRIES
+        wrong = rng.choice([v for v in pool if v != true_value])
+    prompt = f"{context}\nQuestion: {question.format(name=name)}"
+    return {
+        "prompt": user(prompt),
+        "chosen": assistant(answer.format(name=name, v=true_value)),
+        "rejected": assistant(answer.format(name=name, v=wrong)),
+    }
+
+
+def make_preferences(rng, n_train=600, n_test=100):
+    rows = [preference_record(rng) for _ in range(n_train + n_test)]
+    return rows[:n_train], rows[n_train:]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 4. Verifiable rewards (GRPO / PPO): small arithmetic word problems with an exact integer answer.
+# ---------------------------------------------------------------------------------------------------------
+ANSWER_FORMAT = "Think briefly, then give the final number inside <answer></answer>."
+WORD_PROBLEMS = [  # (template, operation)
+    ("{name} has {a} apples and buys {b} more. How many apples does {name} have now?", "+"),
+    ("A shelf holds {a} books. {name} takes {b} of them away. How many books are left on the shelf?", "-"),
+    ("{name} packs {b} boxes with {a} pencils in each box. How many pencils are there in total?", "*"),
+    ("A bus carries {a} people. At the next stop {b} more get on. How many people are on the bus?", "+"),
+    ("{name} had {a} euros and spent {b} euros on lunch. How many euros does {name} have left?", "-"),
+    ("There are {b} rows of chairs with {a} chairs in each row. How many chairs are there?", "*"),
+]
+SOLVE = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+
+
+def rl_record(rng):
+    template, op = rng.choice(WORD_PROBLEMS)
+    a, b = (rng.randint(3, 12), rng.randint(2, 9)) if op == "*" else (rng.randint(10, 60), rng.randint(2, 9))
+    question = template.format(name=rng.choice(FIRST_NAMES_TRAIN + FIRST_NAMES_TEST), a=a, b=b)
+    return {"prompt": user(f"{question}\n{ANSWER_FORMAT}"), "answer": str(SOLVE[op](a, b))}
+
+
+def make_rl(rng, n_train=400, n_test=64):
+    rows, seen = [], set()
+    while len(rows) < n_train + n_test:
+        row = rl_record(rng)
+        text = row["prompt"][0]["content"]
+        if text not in seen:
+            seen.add(text)
+            rows.append(row)
+    return rows[:n_train], rows[n_train:]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 5. Retrieval: help-desk questions written the way users talk, passages written the way manuals talk.
+#    Distractors: the same device with other problems, and the same problem on other devices.
+# ---------------------------------------------------------------------------------------------------------
+DEVICES = ["Orbix X2 router", "Lumo S3 desk lamp", "Tessel K7 keyboard", "Nimbo A1 air purifier",
+           "Arkon V5 robot vacuum", "Vela P2 smart plug", "Pico M4 baby monitor", "Strato H9 headphones",
+           "Kelvo T3 thermostat", "Ferro B8 e-bike", "Zephy C2 coffee machine", "Corvo D6 doorbell camera",
+           "Halden W1 washing machine", "Brisa F4 ceiling fan", "Quill R2 e-reader", "Mantis G5 drone"]
+# (manual wording for the passage, several ways a user says the same thing)
+PROBLEMS = [
+    ("the status LED flashes amber after a firmware update",
+     ["my {d} light keeps blinking orange since the update", "{d} orange flashing light after updating",
+      "why is the {d} blinking yellowish after new software", "{d} amber blink won't stop"]),
+    ("the device does not power on when the button is pressed",
+     ["{d} is completely dead, nothing happens", "my {d} won't turn on at all", "{d} no power when I push the switch",
+      "pressed the button on the {d} and nothing"]),
+    ("the wireless connection drops intermittently",
+     ["{d} keeps losing wifi every few minutes", "my {d} disconnects randomly", "{d} signal cuts out now and then",
+      "why does the {d} go offline all the time"]),
+    ("the battery depletes faster than specified",
+     ["{d} battery dies really quickly", "my {d} runs out of charge in no time", "{d} doesn't hold a charge anymore",
+      "{d} battery life is terrible"]),
+    ("the unit emits a high-pitched noise during operation",
+     ["{d} makes a squeaky whining sound", "my {d} is beeping and screeching while running", "weird squeal from the {d}",
+      "{d} whistling noise when it works"]),
+    ("the touch controls are unresponsive",
+     ["{d} buttons don't react when I tap them", "touch panel on my {d} ignores me", "{d} won't respond to taps",
+      "can't press anything on the {d} screen"]),
+    ("the device overheats and shuts down",
+     ["{d} gets super hot and turns itself off", "my {d} switches off because it's too warm", "{d} burning hot then dies",
+      "{d} shuts down when it heats up"]),
+    ("the companion app cannot find the device during pairing",
+     ["phone app doesn't see my {d}", "can't pair the {d} with my phone", "{d} not showing up in the app",
+      "app says no device found for {d}"]),
+    ("the display shows error code E4",
+     ["{d} screen says E4", "got an E4 message on my {d}", "what does E4 mean on the {d}", "{d} error four on display"]),
+    ("the device resets to factory settings on its own",
+     ["my {d} keeps forgetting all my settings", "{d} wipes itself back to default", "settings on the {d} disappear",
+      "{d} randomly goes back to out of the box state"]),
+]
+FIXES = [
+    "Hold the reset button for ten seconds, then reinstall the latest firmware from the support page.",
+    "Check the power adapter and try a different outlet; if it still fails, contact support for a replacement.",
+    "Move the device closer to the access point and disable power saving in the settings menu.",
+    "Fully charge and discharge the battery twice to recalibrate the battery gauge.",
+    "Clean the fan intake and make sure the device stands on a flat, hard surface.",
+    "Remove the screen protector and run the touch calibration in the maintenance menu.",
+    "Keep the vents clear and let the unit cool for thirty minutes before restarting it.",
+    "Enable Bluetooth and location permissions for the app, then restart the pairing mode.",
+    "Unplug the device for one minute; if the code returns, the sensor module needs service.",
+    "Replace the backup coin cell and save your settings again.",
+]
+
+
+def make_retrieval(rng, test_fraction=0.25):
+    corpus, pairs = [], []
+    for d_i, device in enumerate(DEVICES):
+        for p_i, (problem, user_wordings) in enumerate(PROBLEMS):
+            pid = f"p{d_i:02d}{p_i:02d}"
+            fix = FIXES[(p_i + d_i) % len(FIXES)]  # fixes rotate so they do not give the problem away
+            corpus.append({"id": pid, "text": f"{device}: if {problem}, do the following. {fix}"})
+            for wording in user_wordings:
+                pairs.append({"query": wording.format(d=device), "positive_id": pid, "device": d_i, "problem": p_i})
+    # Hold out whole (device, problem) combinations: the test queries ask about passages no training pair used.
+    combos = sorted({(p["device"], p["problem"]) for p in pairs})
+    rng.shuffle(combos)
+    test_combos = set(combos[: int(len(combos) * test_fraction)])
+    by_id = {c["id"]: c["text"] for c in corpus}
+    train = [{"anchor": p["query"], "positive": by_id[p["positive_id"]]}
+             for p in pairs if (p["device"], p["problem"]) not in test_combos]
+    test = [{"query": p["query"], "positive_id": p["positive_id"]}
+            for p in pairs if (p["device"], p["problem"]) in test_combos]
+    rng.shuffle(train)
+    return train, test, corpus
+
+
+# ---------------------------------------------------------------------------------------------------------
+DATASHEETS = {
+    "pretrain": ("Tiny stories for pre-training", "Notebook 01 pre-trains a tiny Llama-architecture model "
+                 "(and its tokenizer) from scratch on these stories.",
+                 "Short children's stories (4 to 7 sentences) from a small template grammar: 12 children, "
+                 "8 pets, 8 places, 10 things. Exact duplicates are removed before the split.",
+                 "`text` (str)"),
+    "sft": ("Person-record extraction (SFT)", "Notebook 01 fine-tunes the instruct model on it; held-out exact-"
+            "match accuracy before vs after is the skill measurement.",
+            "A user message with one of 4 instructions and one of 8 sentence templates about a person; the "
+            "assistant answers with one JSON object with keys `name`, `age` (int), `job`, `city`, in that order. "
+            "The test split uses first names, last names, cities and jobs that never occur in train.",
+            "`prompt` (list of chat messages: one user turn), `completion` (list: one assistant turn). This is "
+            "TRL's conversational prompt-completion format, so SFTTrainer computes the loss on the completion only."),
+    "preferences": ("Grounded answers vs. one hallucinated value (preferences)",
+                    "Reward modelling, DPO and ORPO (notebooks 05 to 07).",
+                    "A 2-sentence description of a fictional gadget and one question about it. `chosen` answers "
+                    "from the description; `rejected` is the same sentence with the value replaced by a plausible "
+                    "wrong one (a near number, another colour or country). Same length, same format: only "
+                    "faithfulness to the context separates them.",
+                    "`prompt` (list: one user turn), `chosen`, `rejected` (lists: one assistant turn each), "
+                    "TRL's conversational preference format."),
+    "rl": ("Arithmetic word problems with verifiable answers", "GRPO and PPO (notebooks 05 and 08): a Python "
+           "function checks the number inside <answer></answer> against `answer`.",
+           "6 templates (addition, subtraction, multiplication), small numbers, never a negative result; the "
+           "prompt asks for the final number inside <answer></answer>. Duplicate prompts are removed.",
+           "`prompt` (list: one user turn), `answer` (str, an integer)"),
+    "retrieval": ("Help-desk questions and manual passages (retrieval)", "Embedding fine-tuning with Matryoshka "
+                  "loss (notebook 04).",
+                  "16 fictional devices x 10 problems = 160 manual passages written in formal wording; 4 informal "
+                  "user wordings per passage. Every passage has distractors: the same device with other problems "
+                  "and the same problem on 15 other devices. A quarter of the (device, problem) combinations is "
+                  "held out: test queries ask about passages no training pair mentions.",
+                  "train: `anchor` (query), `positive` (passage text), the (anchor, positive) pair format that "
+                  "MultipleNegativesRankingLoss expects. test: `query`, `positive_id`. corpus: `id`, `text` (all "
+                  "160 passages, the search space for the held-out queries)."),
+}
+
+
+def write_datasheet(name, splits, out):
+    title, used_by, how, columns = DATASHEETS[name]
+    folder = out / name
+    sizes = "\n".join(f"| {split} | {len(rows)} | {(folder / f'{split}.jsonl').stat().st_size / 1024:.0f} KiB |"
+                      for split, rows in splits.items())
+    example = json.dumps(next(iter(splits.values()))[0], ensure_ascii=False, indent=1)
+    text = f"""# {title}
+
+- **Used by**: {used_by}
+- **How it was made**: {how}
+- **Provenance**: generated by `scripts/make_datasets.py` (seed {SEED}) from word lists and templates written for
+  this course; no text was copied from elsewhere. Re-running the script rewrites identical files.
+- **Licence**: CC0 1.0 (public domain).
+- **Columns**: {columns}
+- **Held-out split**: `test` is never trained on by any notebook.
+
+| split | rows | size |
+| --- | --- | --- |
+{sizes}
+
+First row:
+
+```json
+{example}
+```
+"""
+    (folder / "DATASHEET.md").write_text(text, encoding="utf-8")
+
+
+def main(out=ASSETS):
+    rng = random.Random(SEED)
+    datasets = {
+        "pretrain": dict(zip(["train", "test"], make_pretrain(rng))),
+        "sft": dict(zip(["train", "test"], make_sft(rng))),
+        "preferences": dict(zip(["train", "test"], make_preferences(rng))),
+        "rl": dict(zip(["train", "test"], make_rl(rng))),
+        "retrieval": dict(zip(["train", "test", "corpus"], make_retrieval(rng))),
+    }
+    for name, splits in datasets.items():
+        for split, rows in splits.items():
+            write_jsonl(out / name / f"{split}.jsonl", rows)
+        write_datasheet(name, splits, out)
+        print(f"{name:12s} " + ", ".join(f"{s}={len(r)}" for s, r in splits.items()))
+
+
+if __name__ == "__main__":
+    main()

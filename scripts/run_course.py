@@ -1,0 +1,122 @@
+"""Run every notebook in order (cpu profile unless COURSE_PROFILE says otherwise) and time each one.
+
+    python scripts/run_course.py                 # executed copies -> runs/executed/, timings -> runs/course_timing.json
+    python scripts/run_course.py 01              # only notebooks whose name starts with 01
+    python scripts/run_course.py --record        # also write benchmarks/<profile>.json and the README's table
+
+The source notebooks are never written: they keep only the outputs nbval compares (# NBVAL_CHECK_OUTPUT cells).
+Peak memory is the largest resident memory of the kernel and its children, sampled every 0.2 s.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+import psutil
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = ROOT / "notebooks"
+RUNS = ROOT / "runs"
+BENCHMARKS = ROOT / "benchmarks"
+README = ROOT / "README.md"
+TABLE_START, TABLE_END = "<!-- notebook-table:start -->", "<!-- notebook-table:end -->"
+
+# What the README's table says about each notebook, besides the measured numbers.
+CATALOGUE = {
+    "01_pretraining_vs_sft": ("Pre-training vs supervised fine-tuning", "cpu, t4, l4, large"),
+}
+
+
+def tree_rss_mb(process: psutil.Process) -> float:
+    total = 0
+    for p in [process, *process.children(recursive=True)]:
+        try:
+            total += p.memory_info().rss
+        except psutil.Error:
+            pass
+    return total / 2**20
+
+
+def run_notebook(path: Path, timeout: int) -> dict:
+    notebook = nbformat.read(path, as_version=4)
+    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": str(NOTEBOOKS)}})
+    me = psutil.Process()
+    peak = {"mb": 0.0}
+    stop = threading.Event()
+
+    def sample():
+        while not stop.wait(0.2):
+            peak["mb"] = max(peak["mb"], tree_rss_mb(me))
+
+    threading.Thread(target=sample, daemon=True).start()
+    start = time.perf_counter()
+    error = None
+    try:
+        client.execute()
+    except Exception as exc:  # the executed copy still shows the failing cell
+        error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+    finally:
+        seconds = time.perf_counter() - start
+        stop.set()
+    executed = RUNS / "executed" / path.name
+    executed.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(notebook, executed)
+    return {"notebook": path.stem, "seconds": round(seconds, 1), "peak_memory_mb": round(peak["mb"]),
+            "ok": error is None, "error": error}
+
+
+def readme_table(results: list[dict], profile: str) -> str:
+    rows = ["| # | notebook | topic | profiles | cpu time | cpu peak memory |", "| --- | --- | --- | --- | --- | --- |"]
+    for r in results:
+        topic, profiles = CATALOGUE.get(r["notebook"], ("", ""))
+        link = f"[{r['notebook']}](notebooks/{r['notebook']}.ipynb)"
+        rows.append(f"| {r['notebook'][:2]} | {link} | {topic} | {profiles} | {r['seconds'] / 60:.1f} min | "
+                    f"{r['peak_memory_mb'] / 1024:.1f} GB |")
+    return "\n".join(rows) + f"\n\nMeasured by `make bench` ({profile} profile, {os.cpu_count()} cores)."
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("only", nargs="*", help="run only notebooks whose names start with these prefixes")
+    parser.add_argument("--record", action="store_true", help="write benchmarks/<profile>.json and the README table")
+    parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    args = parser.parse_args()
+    profile = os.environ.setdefault("COURSE_PROFILE", "cpu")
+
+    notebooks = sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")
+                       if not args.only or any(p.name.startswith(o) for o in args.only))
+    results = []
+    for path in notebooks:
+        print(f"running {path.name} ({profile} profile) ...", flush=True)
+        result = run_notebook(path, args.timeout)
+        status = "ok" if result["ok"] else f"FAILED ({result['error']})"
+        print(f"  {status} in {result['seconds']:.0f} s, peak memory {result['peak_memory_mb']} MB", flush=True)
+        results.append(result)
+
+    total = sum(r["seconds"] for r in results)
+    summary = {"profile": profile, "cores": os.cpu_count(), "machine": platform.machine(),
+               "total_seconds": round(total, 1), "notebooks": results}
+    RUNS.mkdir(exist_ok=True)
+    (RUNS / "course_timing.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(f"{len(results)} notebooks in {total / 60:.1f} min; executed copies in runs/executed/")
+
+    if args.record and all(r["ok"] for r in results):
+        BENCHMARKS.mkdir(exist_ok=True)
+        (BENCHMARKS / f"{profile}.json").write_text(json.dumps(summary, indent=2) + "\n")
+        text = README.read_text()
+        start, end = text.index(TABLE_START) + len(TABLE_START), text.index(TABLE_END)
+        README.write_text(text[:start] + "\n" + readme_table(results, profile) + "\n" + text[end:])
+        print(f"recorded benchmarks/{profile}.json and the README table")
+    sys.exit(0 if all(r["ok"] for r in results) else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+import json
+
+import pytest
+from datasets import Dataset
+
+from helpers.data import ASSETS, COURSE_DATASETS, check_format, load_course_dataset
+
+
+@pytest.mark.parametrize("name", list(COURSE_DATASETS))
+def test_course_dataset_loads_with_a_held_out_split_and_a_datasheet(name):
+    dataset = load_course_dataset(name)
+    assert set(dataset) == set(COURSE_DATASETS[name])
+    assert len(dataset["train"]) >= 300 and len(dataset["test"]) >= 50
+    sheet = (ASSETS / name / "DATASHEET.md").read_text()
+    for heading in ("Provenance", "Licence", "Columns", "Held-out split"):
+        assert heading in sheet
+
+
+@pytest.mark.parametrize("name", ["pretrain", "sft", "preferences", "rl"])
+def test_no_test_row_is_in_train(name):
+    dataset = load_course_dataset(name)
+    train = {json.dumps(row, sort_keys=True) for row in dataset["train"]}
+    leaked = [row for row in dataset["test"] if json.dumps(row, sort_keys=True) in train]
+    assert leaked == []
+
+
+def test_sft_test_people_are_unseen_in_train():
+    dataset = load_course_dataset("sft")
+    names = lambda split: {json.loads(r[0]["content"])["name"] for r in dataset[split]["completion"]}  # noqa: E731
+    cities = lambda split: {json.loads(r[0]["content"])["city"] for r in dataset[split]["completion"]}  # noqa: E731
+    assert names("test").isdisjoint(names("train"))
+    assert cities("test").isdisjoint(cities("train"))
+
+
+def test_retrieval_test_queries_point_at_passages_no_training_pair_uses():
+    dataset = load_course_dataset("retrieval")
+    corpus = {row["id"]: row["text"] for row in dataset["corpus"]}
+    trained_passages = set(dataset["train"]["positive"])
+    for row in dataset["test"]:
+        assert row["positive_id"] in corpus
+        assert corpus[row["positive_id"]] not in trained_passages
+
+
+def test_preference_pairs_differ_only_in_the_answer_value():
+    dataset = load_course_dataset("preferences")
+    for row in dataset["train"].select(range(50)):
+        chosen, rejected = row["chosen"][0]["content"], row["rejected"][0]["content"]
+        assert chosen != rejected
+        assert abs(len(chosen.split()) - len(rejected.split())) == 0
+
+
+def test_assets_stay_small():
+    total = sum(f.stat().st_size for f in ASSETS.rglob("*") if f.is_file())
+    assert total < 5 * 2**20, f"assets/ is {total / 2**20:.1f} MB; keep the shipped data under a few MB"
+
+
+def test_generator_is_deterministic(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_datasets", ASSETS.parent / "scripts" / "make_datasets.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.main(out=tmp_path)
+    for shipped in ASSETS.rglob("*.jsonl"):
+        regenerated = tmp_path / shipped.relative_to(ASSETS)
+        assert regenerated.read_bytes() == shipped.read_bytes(), f"{shipped.name} differs from what the script writes"
+
+
+def test_missing_column_names_it_and_the_expected_format():
+    data = Dataset.from_list([{"prompt": [{"role": "user", "content": "hi"}], "answer": [{"role": "assistant",
+                                                                                          "content": "a"}]}])
+    with pytest.raises(ValueError) as error:
+        check_format(data, "preference", where="my_data")
+    message = str(error.value)
+    assert "my_data: missing column(s) ['chosen', 'rejected']" in message
+    assert "Found columns: ['prompt', 'answer']" in message
+    assert 'Expected one row like {"prompt": [{"role": "user", "content": "..."}], "chosen"' in message
+    assert "rename_column" in message
+
+
+def test_plain_string_prompts_get_a_conversion_hint():
+    data = Dataset.from_list([{"prompt": "hi", "completion": "hello"}])
+    with pytest.raises(ValueError) as error:
+        check_format(data, "prompt_completion")
+    message = str(error.value)
+    assert "column 'prompt' holds plain strings" in message
+    assert "dataset.map(" in message and "'role': 'user'" in message
+
+
+def test_malformed_messages_are_refused():
+    data = Dataset.from_list([{"prompt": [{"speaker": "user", "text": "hi"}], "completion": [{"role": "a",
+                                                                                              "content": "b"}]}])
+    with pytest.raises(ValueError, match=r"column 'prompt' must be a list of \{'role', 'content'\} dicts"):
+        check_format(data, "prompt_completion")
+
+
+def test_unknown_names_are_refused():
+    with pytest.raises(ValueError, match="Unknown course dataset 'dpo'. Available: pretrain, sft"):
+        load_course_dataset("dpo")
+    with pytest.raises(ValueError, match="Unknown format"):
+        check_format(Dataset.from_list([{"a": 1}]), "chat")

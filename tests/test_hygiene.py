@@ -1,0 +1,77 @@
+"""Notebooks and packaging follow the course rules: no secrets or machine paths, the same skeleton everywhere."""
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+FORBIDDEN = {
+    "machine path": re.compile(r"/(root|home|work|tmp|Users|content/drive)/"),
+    "Hugging Face token": re.compile(r"hf_[A-Za-z0-9]{20,}"),
+    "W&B key": re.compile(r"WANDB_API_KEY\s*=\s*['\"]?[0-9a-f]{20,}"),
+    "OpenAI-style key": re.compile(r"sk-[A-Za-z0-9]{20,}"),
+}
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "no notebooks found"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_secrets_or_machine_paths(path):
+    text = path.read_text()
+    for what, pattern in FORBIDDEN.items():
+        assert not pattern.search(text), f"{path.name} contains a {what}: {pattern.search(text).group(0)!r}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_skeleton(path):
+    nb = nbformat.read(path, as_version=4)
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), "first cell: a title"
+    assert "colab.research.google.com" in nb.cells[0].source, "an Open-in-Colab badge"
+    for section in ("What you will learn", "Hardware and time", "Exercises", "Summary"):
+        assert section in markdown, f"missing section: {section}"
+    for profile in ("`cpu`", "`t4`", "`l4`"):
+        assert profile in markdown, f"the hardware table should list {profile}"
+    assert "google.colab" in code and "requirements-colab.txt" in code, "a Colab setup cell"
+    assert "set_seed(" in code, "seeds fixed"
+    assert "helpers.select_profile()" in code, "sizes come from the profile"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_only_checked_cells_keep_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "# NBVAL_CHECK_OUTPUT" not in cell.source:
+            assert not cell.outputs, f"unchecked cell keeps outputs: {cell.source[:60]!r}"
+    checked = [c for c in nb.cells if c.cell_type == "code" and "# NBVAL_CHECK_OUTPUT" in c.source]
+    assert checked and all(c.outputs for c in checked), "checked cells need their expected outputs"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_training_notebooks_write_their_run_records(path):
+    code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+    if ".train(" in code:
+        assert "helpers.write_run(" in code and "helpers.measure()" in code
+
+
+def test_requirements_are_pinned_and_colab_keeps_its_torch():
+    for name in ("requirements.txt", "requirements-colab.txt", "requirements-offline.txt"):
+        for line in (ROOT / name).read_text().splitlines():
+            line = line.split("#")[0].strip()
+            if line and not line.startswith("-r"):
+                assert re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[0-9][0-9A-Za-z.+]*", line), f"{name}: unpinned {line!r}"
+    colab = (ROOT / "requirements-colab.txt").read_text()
+    assert not re.search(r"^torch\b", colab, re.M), "Colab must keep its own torch"
+    assert "torch==2.13.0" in (ROOT / "requirements.txt").read_text()
+
+
+def test_readme_gives_the_two_commands():
+    readme = (ROOT / "README.md").read_text()
+    assert "make course" in readme and "make test" in readme
+    makefile = (ROOT / "Makefile").read_text()
+    assert "torch==2.13.0" in makefile and "--no-deps -r requirements-offline.txt" in makefile

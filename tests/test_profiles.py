@@ -1,0 +1,81 @@
+import pytest
+import torch
+
+from helpers.profiles import PROFILES, Hardware, auto_profile_name, select_profile
+
+CPU = Hardware()
+T4 = Hardware(gpu_name="Tesla T4", gpu_memory_gb=15.0, bf16_supported=False)
+L4 = Hardware(gpu_name="NVIDIA L4", gpu_memory_gb=22.5, bf16_supported=True)
+A100 = Hardware(gpu_name="NVIDIA A100-SXM4-80GB", gpu_memory_gb=79.3, bf16_supported=True)
+
+
+@pytest.mark.parametrize("hardware, expected", [(CPU, "cpu"), (T4, "t4"), (L4, "l4"), (A100, "large")])
+def test_auto_detection_picks_the_profile_for_the_card(hardware, expected):
+    assert auto_profile_name(hardware) == expected
+    assert select_profile(hardware=hardware).name == expected
+
+
+def test_environment_variable_forces_a_profile(monkeypatch):
+    monkeypatch.setenv("COURSE_PROFILE", "t4")
+    assert select_profile(hardware=A100).name == "t4"
+    monkeypatch.setenv("COURSE_PROFILE", "auto")
+    assert select_profile(hardware=A100).name == "large"
+
+
+def test_unknown_profile_lists_the_valid_ones():
+    with pytest.raises(ValueError) as error:
+        select_profile("a100", hardware=CPU)
+    message = str(error.value)
+    assert "Unknown profile 'a100'" in message
+    for name in PROFILES:
+        assert name in message
+    assert "COURSE_PROFILE" in message
+
+
+def test_gpu_profile_without_a_gpu_says_what_to_do():
+    with pytest.raises(RuntimeError, match=r"Profile 't4' needs a CUDA GPU, but none is visible.*COURSE_PROFILE=cpu"):
+        select_profile("t4", hardware=CPU)
+
+
+def test_bf16_on_a_t4_is_refused_with_the_fp16_alternative():
+    with pytest.raises(RuntimeError) as error:
+        select_profile("l4", hardware=T4)  # the l4 profile trains in bf16
+    assert "no bfloat16" in str(error.value) and "Tesla T4" in str(error.value)
+    assert "float16" in str(error.value) and "COURSE_PROFILE=t4" in str(error.value)
+    with pytest.raises(RuntimeError, match="no bfloat16"):
+        select_profile("t4", hardware=T4, bf16=True, fp16=False)
+
+
+def test_fp16_on_the_cpu_is_refused():
+    with pytest.raises(RuntimeError, match="GPU setting"):
+        select_profile("cpu", hardware=CPU, fp16=True)
+
+
+def test_unknown_override_is_refused():
+    with pytest.raises(ValueError, match=r"Unknown profile setting\(s\) \['sft_stepz'\]"):
+        select_profile("cpu", hardware=CPU, sft_stepz=3)
+
+
+def test_overrides_change_one_setting():
+    profile = select_profile("cpu", hardware=CPU, sft_steps=3)
+    assert profile.sft_steps == 3 and profile.chat_model == PROFILES["cpu"].chat_model
+
+
+@pytest.mark.parametrize("name, hardware", [("cpu", CPU), ("t4", T4), ("l4", L4), ("large", A100)])
+def test_every_profile_is_valid_on_its_own_hardware(name, hardware):
+    profile = select_profile(name, hardware=hardware)
+    assert not (profile.bf16 and profile.fp16)
+    assert profile.use_cpu == (name == "cpu")
+
+
+def test_precision_per_profile():
+    assert PROFILES["cpu"].dtype == torch.float32
+    assert PROFILES["t4"].fp16 and not PROFILES["t4"].bf16 and PROFILES["t4"].dtype == torch.float16
+    assert PROFILES["l4"].bf16 and PROFILES["l4"].dtype == torch.bfloat16
+
+
+def test_cpu_profile_models_ship_offline():
+    from helpers.models import OFFLINE_PACKAGES
+
+    cpu = PROFILES["cpu"]
+    assert cpu.chat_model in OFFLINE_PACKAGES and cpu.embedding_model in OFFLINE_PACKAGES

@@ -1,0 +1,86 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import helpers.tracking as tracking
+from helpers.profiles import PROFILES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_write_and_read_a_run_record(tmp_path, monkeypatch):
+    monkeypatch.setattr(tracking, "RUNS", tmp_path)
+    path = tracking.write_run("demo", profile=PROFILES["cpu"], model="m", steps=3, seconds=1.234,
+                              peak_memory_mb=10.06, before={"acc": 0.1}, after={"acc": 0.9}, extra_field=7)
+    assert path == tmp_path / "demo.json"
+    record = tracking.read_run("demo")
+    assert record["profile"] == "cpu" and record["steps"] == 3 and record["seconds"] == 1.23
+    assert record["before"] == {"acc": 0.1} and record["after"] == {"acc": 0.9} and record["extra_field"] == 7
+    assert record["torch_threads"] == torch.get_num_threads()
+    json.loads(path.read_text())  # plain JSON
+
+
+def test_reading_a_missing_run_says_which_notebook_to_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(tracking, "RUNS", tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"No record runs/02_qlora.json yet: run the notebook"):
+        tracking.read_run("02_qlora")
+
+
+def test_measure_sees_a_peak_that_is_gone_by_the_end():
+    with tracking.measure() as m:
+        block = torch.ones(300 * 2**20 // 4)  # 300 MB
+        block += 1
+        import time
+        time.sleep(0.3)
+        del block
+    assert m.seconds >= 0.3
+    assert m.peak_mb - m.start_mb > 250, str(m)
+    assert m.peak_mb - m.end_mb > 200, str(m)
+
+
+def test_oom_becomes_advice_naming_the_knobs():
+    with pytest.raises(RuntimeError) as error:
+        with tracking.oom_advice(PROFILES["t4"], batch_size=16, max_length=256):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+    message = str(error.value)
+    assert "Out of GPU memory in profile 't4'" in message
+    assert "per_device_train_batch_size (now 16)" in message and "max_length (now 256)" in message
+    assert "gradient_checkpointing" in message and "load_in_4bit" in message
+    assert isinstance(error.value.__cause__, torch.OutOfMemoryError)
+
+
+def test_other_errors_pass_through_oom_advice():
+    with pytest.raises(KeyError):
+        with tracking.oom_advice(PROFILES["cpu"]):
+            raise KeyError("x")
+
+
+def test_last_checkpoint(tmp_path):
+    assert tracking.last_checkpoint(tmp_path / "nothing") is None
+    assert tracking.last_checkpoint(tmp_path) is None
+    for step in (4, 12, 8):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    assert Path(tracking.last_checkpoint(tmp_path)).name == "checkpoint-12"
+
+
+def test_wandb_without_a_key_logs_offline_and_never_prompts(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB")}
+    env.update(HOME=str(tmp_path), COURSE_RUNS_DIR=str(tmp_path / "runs"), PYTHONPATH=str(ROOT))
+    code = ("import helpers, wandb; run = helpers.init_wandb('t', {'a': 1}); run.log({'loss': 1.0}); "
+            "print('mode', run.settings.mode); wandb.finish(); print('report_to', helpers.report_to())")
+    result = subprocess.run([sys.executable, "-c", code], env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "mode offline" in result.stdout and "report_to wandb" in result.stdout
+    assert list((tmp_path / "runs" / "wandb").glob("offline-run-*")), "no offline run written"
+
+
+def test_wandb_off_switch(monkeypatch):
+    monkeypatch.setenv("COURSE_WANDB", "off")
+    assert tracking.report_to() == "none"
+    assert tracking.init_wandb("x") is None
