@@ -16,17 +16,19 @@ MARK = "# NBVAL_CHECK_OUTPUT"
 
 def refresh(source: Path, executed: Path) -> int:
     nb, done = nbformat.read(source, as_version=4), nbformat.read(executed, as_version=4)
-    outputs = {c.id: c.get("outputs", []) for c in done.cells if c.cell_type == "code"}
+    executed_cells = {c.id: c for c in done.cells if c.cell_type == "code"}
     copied = 0
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
-        if MARK in cell.source and cell.id in outputs:
-            cell.outputs = outputs[cell.id]
+        if MARK in cell.source and cell.id in executed_cells:
+            # nbval treats a cell with outputs but no execution_count as "unrun" and fails it
+            cell.outputs = executed_cells[cell.id].outputs
+            cell.execution_count = executed_cells[cell.id].execution_count
             copied += 1
         else:
             cell.outputs = []
-        cell.execution_count = None
+            cell.execution_count = None
     nbformat.write(nb, source)
     return copied
 

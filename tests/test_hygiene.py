@@ -49,7 +49,8 @@ def test_only_checked_cells_keep_outputs(path):
         if cell.cell_type == "code" and "# NBVAL_CHECK_OUTPUT" not in cell.source:
             assert not cell.outputs, f"unchecked cell keeps outputs: {cell.source[:60]!r}"
     checked = [c for c in nb.cells if c.cell_type == "code" and "# NBVAL_CHECK_OUTPUT" in c.source]
-    assert checked and all(c.outputs for c in checked), "checked cells need their expected outputs"
+    assert checked and all(c.outputs and c.execution_count for c in checked), \
+        "checked cells need their expected outputs and an execution_count (nbval skips unrun cells)"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)

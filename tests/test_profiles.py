@@ -10,7 +10,8 @@ A100 = Hardware(gpu_name="NVIDIA A100-SXM4-80GB", gpu_memory_gb=79.3, bf16_suppo
 
 
 @pytest.mark.parametrize("hardware, expected", [(CPU, "cpu"), (T4, "t4"), (L4, "l4"), (A100, "large")])
-def test_auto_detection_picks_the_profile_for_the_card(hardware, expected):
+def test_auto_detection_picks_the_profile_for_the_card(hardware, expected, monkeypatch):
+    monkeypatch.delenv("COURSE_PROFILE", raising=False)  # make test exports COURSE_PROFILE=cpu
     assert auto_profile_name(hardware) == expected
     assert select_profile(hardware=hardware).name == expected
 
