@@ -42,12 +42,12 @@ def model_path(model_id: str, prefer_hub: bool | None = None) -> str:
     """A Hub id when the Hub answers, else a local folder holding the same model from an offline package."""
     if prefer_hub is None:
         prefer_hub = hub_reachable()
-    if prefer_hub or model_id not in OFFLINE_PACKAGES:
-        if not prefer_hub:
-            raise RuntimeError(f"Model '{model_id}' needs the Hugging Face Hub, which is not reachable, and no "
-                               f"offline copy exists. Offline models: {', '.join(OFFLINE_PACKAGES)} "
-                               "(use the cpu profile: COURSE_PROFILE=cpu).")
+    if prefer_hub:
         return model_id
+    if model_id not in OFFLINE_PACKAGES:
+        raise RuntimeError(f"Model '{model_id}' needs the Hugging Face Hub, which is not reachable, and no "
+                           f"offline copy exists. Offline models: {', '.join(OFFLINE_PACKAGES)} "
+                           "(use the cpu profile: COURSE_PROFILE=cpu).")
     package, import_name = OFFLINE_PACKAGES[model_id]
     folder = _package_dir(import_name)
     if folder is None:

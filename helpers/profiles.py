@@ -10,6 +10,7 @@ The GPU profiles use Hub models sized for the card. T4s have no bfloat16, so `t4
 """
 
 import dataclasses
+import functools
 import os
 import socket
 from dataclasses import dataclass
@@ -119,6 +120,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+@functools.cache  # once per process: select_profile and describe both ask, and the Hub probe can take seconds
 def detect_hardware() -> Hardware:
     hub = hub_reachable()
     if not torch.cuda.is_available():
