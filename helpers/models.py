@@ -81,3 +81,56 @@ def _cached_smollm2(package_folder: Path) -> Path:
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+# --------------------------------------------------------------------------------------------- 4-bit (QLoRA)
+BNB_VERSION = "0.50.2"  # the pinned bitsandbytes; see requirements-colab.txt
+NO_4BIT_ALTERNATIVE = (
+    "Alternatives: train a LoRA adapter on the unquantized model (leave out quantization_config; notebook 02, "
+    "Part 1 does exactly that), or run on a CUDA GPU (Colab: Runtime > Change runtime type > T4 GPU)."
+)
+
+
+def check_4bit_support(device: str = "cpu") -> None:
+    """Fail early, with the alternatives, when bitsandbytes cannot quantize to NF4 on `device`.
+
+    Probes the real thing: quantizes and restores a small tensor on the device, so a missing package, a
+    library that cannot load its native code, or a device without a 4-bit kernel all surface here rather
+    than as a stack trace from inside from_pretrained.
+    """
+    import torch
+
+    try:
+        import bitsandbytes.functional as bnb_functional
+    except Exception as error:  # ImportError, or a native library that fails to load
+        raise RuntimeError(f"4-bit loading needs bitsandbytes, which cannot be imported here ({error}). Install it "
+                           f"with `pip install bitsandbytes=={BNB_VERSION}`. {NO_4BIT_ALTERNATIVE}") from error
+    device_type = torch.device(device).type
+    try:
+        probe = torch.linspace(-1, 1, 64, device=device)
+        packed, state = bnb_functional.quantize_4bit(probe, blocksize=64, quant_type="nf4")
+        restored = bnb_functional.dequantize_4bit(packed, state).cpu()
+        works = bool(torch.allclose(restored, probe.cpu(), atol=0.15))
+    except Exception as error:
+        raise RuntimeError(f"bitsandbytes cannot run 4-bit NF4 on the '{device_type}' device here "
+                           f"({type(error).__name__}: {str(error)[:200]}). {NO_4BIT_ALTERNATIVE}") from error
+    if not works:
+        raise RuntimeError(f"bitsandbytes' 4-bit NF4 gives wrong values on the '{device_type}' device here. "
+                           f"{NO_4BIT_ALTERNATIVE}")
+
+
+def keep_4bit_trainable_on_cpu(model) -> int:
+    """Stop bitsandbytes from repacking 4-bit weights for CPU inference; returns how many layers it touched.
+
+    Why: on CPUs with AVX512-BF16, bitsandbytes 0.50 repacks a Linear4bit's weight the first time it runs in
+    eval mode without gradients (e.g. generating before training). A repacked layer then computes with a
+    kernel that has no backward, so later training silently stops passing gradients through it (measured:
+    the gradient of the first layer's LoRA weights falls ~1000x), and generation gets ~18x slower here.
+    On GPUs this setting does nothing. tests/test_qlora.py checks the problem and this fix.
+    """
+    import bitsandbytes as bnb
+
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)

@@ -46,6 +46,23 @@ class Profile:
     sft_learning_rate: float
     max_length: int
     eval_prompts: int  # held-out prompts scored before and after training
+    # notebooks 02-03: LoRA, QLoRA and the other PEFT methods
+    qlora_model: str  # loaded in 4-bit NF4 (t4: an 8B Llama, ~5.5 GB in 4-bit, fits a 16 GB card)
+    lora_r: int
+    lora_alpha: int
+    qlora_steps: int
+    qlora_batch_size: int
+    qlora_grad_accum: int
+    qlora_learning_rate: float  # adapters train ~10x faster than full fine-tuning: only the small B·A moves
+    optim: str  # 8-bit AdamW from bitsandbytes; the paged variant on a GPU rides out memory spikes
+    peft_steps: int  # notebook 03: the same budget for every PEFT method
+    # notebook 04: embedding fine-tuning with Matryoshka loss
+    embed_dims: tuple  # truncate_dim values evaluated, largest (the model's own) first
+    embed_dataset: str | None  # None: the course's retrieval data in assets/; else a Hub dataset id
+    embed_epochs: int
+    embed_batch_size: int
+    embed_learning_rate: float
+    embed_lora: bool  # train a LoRA adapter instead of all weights (what fits a base-size model on a T4)
 
     @property
     def use_cpu(self) -> bool:
@@ -65,6 +82,11 @@ PROFILES = {
         pretrain_steps=200, pretrain_block_size=128, pretrain_batch_size=16,
         sft_steps=16, sft_batch_size=4, sft_grad_accum=1, sft_learning_rate=1e-4, max_length=128,
         eval_prompts=32,
+        qlora_model="HuggingFaceTB/SmolLM2-135M-Instruct", lora_r=16, lora_alpha=32,
+        qlora_steps=16, qlora_batch_size=4, qlora_grad_accum=1, qlora_learning_rate=1e-3, optim="adamw_bnb_8bit",
+        peft_steps=6,
+        embed_dims=(384, 256, 128, 64, 32), embed_dataset=None, embed_epochs=1, embed_batch_size=32,
+        embed_learning_rate=5e-5, embed_lora=False,
     ),
     "t4": Profile(
         name="t4", description="NVIDIA T4, 16 GB, float16 only (Colab free tier)",
@@ -74,6 +96,11 @@ PROFILES = {
         pretrain_steps=1500, pretrain_block_size=256, pretrain_batch_size=64,
         sft_steps=60, sft_batch_size=16, sft_grad_accum=1, sft_learning_rate=5e-5, max_length=256,
         eval_prompts=64,
+        qlora_model="unsloth/Meta-Llama-3.1-8B-Instruct", lora_r=16, lora_alpha=32,
+        qlora_steps=60, qlora_batch_size=4, qlora_grad_accum=4, qlora_learning_rate=2e-4, optim="paged_adamw_8bit",
+        peft_steps=60,
+        embed_dims=(768, 512, 256, 128, 64), embed_dataset=None, embed_epochs=3, embed_batch_size=64,
+        embed_learning_rate=2e-4, embed_lora=True,  # adapters want ~10x the full fine-tuning rate
     ),
     "l4": Profile(
         name="l4", description="NVIDIA L4, 24 GB, bfloat16 (Colab paid tier)",
@@ -83,6 +110,11 @@ PROFILES = {
         pretrain_steps=2000, pretrain_block_size=256, pretrain_batch_size=64,
         sft_steps=60, sft_batch_size=16, sft_grad_accum=1, sft_learning_rate=5e-5, max_length=256,
         eval_prompts=64,
+        qlora_model="unsloth/Meta-Llama-3.1-8B-Instruct", lora_r=16, lora_alpha=32,
+        qlora_steps=60, qlora_batch_size=4, qlora_grad_accum=4, qlora_learning_rate=2e-4, optim="paged_adamw_8bit",
+        peft_steps=60,
+        embed_dims=(768, 512, 256, 128, 64), embed_dataset=None, embed_epochs=3, embed_batch_size=64,
+        embed_learning_rate=5e-5, embed_lora=False,
     ),
     "large": Profile(
         name="large", description="A100 / H100 class, 40 GB or more, bfloat16",
@@ -92,6 +124,11 @@ PROFILES = {
         pretrain_steps=3000, pretrain_block_size=256, pretrain_batch_size=128,
         sft_steps=60, sft_batch_size=16, sft_grad_accum=1, sft_learning_rate=2e-5, max_length=256,
         eval_prompts=64,
+        qlora_model="unsloth/Meta-Llama-3.1-8B-Instruct", lora_r=16, lora_alpha=32,
+        qlora_steps=60, qlora_batch_size=4, qlora_grad_accum=4, qlora_learning_rate=2e-4, optim="paged_adamw_8bit",
+        peft_steps=60,
+        embed_dims=(768, 512, 256, 128, 64), embed_dataset=None, embed_epochs=3, embed_batch_size=64,
+        embed_learning_rate=5e-5, embed_lora=False,
     ),
 }
 

@@ -31,6 +31,8 @@ TABLE_START, TABLE_END = "<!-- notebook-table:start -->", "<!-- notebook-table:e
 # What the README's table says about each notebook, besides the measured numbers.
 CATALOGUE = {
     "01_pretraining_vs_sft": ("Pre-training vs supervised fine-tuning", "cpu, t4, l4, large"),
+    "02_lora_qlora": ("LoRA and QLoRA: from scratch, NF4, memory, a QLoRA run", "cpu, t4, l4, large"),
+    "03_peft_methods": ("LoRA, DoRA, IA3, prompt and prefix tuning compared", "cpu, t4, l4, large"),
 }
 
 

@@ -15,7 +15,8 @@ import helpers.tracking as tracking
 from helpers.profiles import PROFILES
 
 ROOT = Path(__file__).resolve().parents[1]
-WRITTEN_BY = {"01_pretrain": "01_pretraining_vs_sft", "01_sft": "01_pretraining_vs_sft"}
+WRITTEN_BY = {"01_pretrain": "01_pretraining_vs_sft", "01_sft": "01_pretraining_vs_sft",
+              "02_qlora": "02_lora_qlora", "03_peft": "03_peft_methods"}
 
 
 def record(name: str) -> dict:
@@ -68,3 +69,58 @@ def test_sft_teaches_the_skill_on_held_out_people(sft):
     assert after["field_accuracy"] >= 0.85
     assert after["valid_json"] >= 0.9
     assert sft["eval_prompts"] >= 32
+
+
+@pytest.fixture(scope="module")
+def qlora():
+    return record("02_qlora")
+
+
+@pytest.fixture(scope="module")
+def peft_methods():
+    return record("03_peft")
+
+
+def test_qlora_trains_a_small_adapter_on_a_4bit_model(qlora):
+    profile = PROFILES[os.environ.get("COURSE_PROFILE", "cpu")]
+    assert qlora["profile"] == profile.name and qlora["model"] == profile.qlora_model
+    assert qlora["steps"] == profile.qlora_steps
+    assert 0 < qlora["trainable_params"] < 0.05 * qlora["all_params"]
+    footprint = list(qlora["memory_footprint_mb"].values())  # 32, 16, 8, 4 bits
+    assert footprint == sorted(footprint, reverse=True) and footprint[-1] < 0.4 * footprint[0]
+
+
+def test_qlora_loss_falls(qlora):
+    losses = [h["loss"] for h in qlora["log_history"] if "loss" in h]
+    assert len(losses) >= 4
+    assert losses[-1] < 0.3 * losses[0], f"training loss {losses[0]:.3f} -> {losses[-1]:.3f}"
+
+
+def test_qlora_teaches_the_skill_on_held_out_people(qlora):
+    before, after = qlora["before"], qlora["after"]
+    assert before["exact_match"] <= 0.2, "the 4-bit base model should lack the skill"
+    assert after["exact_match"] >= 0.7, f"exact match after QLoRA: {after['exact_match']:.2f}"
+    assert after["field_accuracy"] >= 0.85 and after["valid_json"] >= 0.9
+    assert qlora["eval_prompts"] >= 32
+
+
+def test_peft_methods_ran_on_the_same_budget(peft_methods):
+    profile = PROFILES[os.environ.get("COURSE_PROFILE", "cpu")]
+    methods = peft_methods["methods"]
+    assert list(methods) == ["LoRA", "DoRA", "IA3", "prompt tuning", "prefix tuning"]
+    assert peft_methods["steps"] == profile.peft_steps
+    params = {name: m["trainable params"] for name, m in methods.items()}
+    # where the parameters sit decides how many there are
+    assert params["prompt tuning"] < params["IA3"] < params["prefix tuning"] < params["LoRA"] < params["DoRA"]
+    assert all(m["seconds"] > 0 and m["peak memory (MB)"] > 0 for m in methods.values())
+
+
+def test_weight_and_activation_methods_learn_on_held_out_people(peft_methods):
+    base_loss = peft_methods["before"]["eval_loss"]
+    after = peft_methods["after"]
+    for name in ("LoRA", "DoRA", "IA3"):
+        assert after[name]["eval_loss"] < 0.3 * base_loss, f"{name}: {base_loss:.3f} -> {after[name]['eval_loss']:.3f}"
+        assert after[name]["eval_token_accuracy"] >= 0.95
+    # the soft-prompt methods learn more slowly: they get the same budget, and the notebook shows the gap
+    for name in ("prompt tuning", "prefix tuning"):
+        assert after[name]["eval_loss"] > after["LoRA"]["eval_loss"]
