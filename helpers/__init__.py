@@ -1,7 +1,7 @@
 """Thin helpers for the fine-tuning course: profiles, loading, logging, plotting, checks and the small
 from-scratch pieces the notebooks teach. They never hide the library call a notebook is teaching."""
 
-from . import lora, memory, nf4
+from . import embeddings, lora, memory, nf4
 from .data import check_format, load_course_dataset
 from .models import check_4bit_support, keep_4bit_trainable_on_cpu, model_path
 from .plots import plot_before_after, plot_history
@@ -12,7 +12,7 @@ from .tracking import (init_wandb, last_checkpoint, measure, memory_mb, oom_advi
 
 __all__ = [
     "PROFILES", "Hardware", "Profile", "check_4bit_support", "check_format", "describe", "detect_hardware",
-    "extraction_scores", "generate", "init_wandb", "keep_4bit_trainable_on_cpu", "last_checkpoint",
+    "embeddings", "extraction_scores", "generate", "init_wandb", "keep_4bit_trainable_on_cpu", "last_checkpoint",
     "load_course_dataset", "lora", "measure", "memory", "memory_mb", "model_path", "nf4", "oom_advice",
     "parse_json_object", "plot_before_after", "plot_history", "read_run", "report_to", "select_profile",
     "write_run",

@@ -56,6 +56,7 @@ class Profile:
     qlora_learning_rate: float  # adapters train ~10x faster than full fine-tuning: only the small B·A moves
     optim: str  # 8-bit AdamW from bitsandbytes; the paged variant on a GPU rides out memory spikes
     peft_steps: int  # notebook 03: the same budget for every PEFT method
+    peft_eval_prompts: int  # notebook 03: held-out prompts scored after each method (6 evaluations in all)
     # notebook 04: embedding fine-tuning with Matryoshka loss
     embed_dims: tuple  # truncate_dim values evaluated, largest (the model's own) first
     embed_dataset: str | None  # None: the course's retrieval data in assets/; else a Hub dataset id
@@ -84,7 +85,7 @@ PROFILES = {
         eval_prompts=32,
         qlora_model="HuggingFaceTB/SmolLM2-135M-Instruct", lora_r=16, lora_alpha=32,
         qlora_steps=16, qlora_batch_size=4, qlora_grad_accum=1, qlora_learning_rate=1e-3, optim="adamw_bnb_8bit",
-        peft_steps=6,
+        peft_steps=5, peft_eval_prompts=16,
         embed_dims=(384, 256, 128, 64, 32), embed_dataset=None, embed_epochs=1, embed_batch_size=32,
         embed_learning_rate=5e-5, embed_lora=False,
     ),
@@ -98,7 +99,7 @@ PROFILES = {
         eval_prompts=64,
         qlora_model="unsloth/Meta-Llama-3.1-8B-Instruct", lora_r=16, lora_alpha=32,
         qlora_steps=60, qlora_batch_size=4, qlora_grad_accum=4, qlora_learning_rate=2e-4, optim="paged_adamw_8bit",
-        peft_steps=60,
+        peft_steps=60, peft_eval_prompts=64,
         embed_dims=(768, 512, 256, 128, 64), embed_dataset=None, embed_epochs=3, embed_batch_size=64,
         embed_learning_rate=2e-4, embed_lora=True,  # adapters want ~10x the full fine-tuning rate
     ),
@@ -112,7 +113,7 @@ PROFILES = {
         eval_prompts=64,
         qlora_model="unsloth/Meta-Llama-3.1-8B-Instruct", lora_r=16, lora_alpha=32,
         qlora_steps=60, qlora_batch_size=4, qlora_grad_accum=4, qlora_learning_rate=2e-4, optim="paged_adamw_8bit",
-        peft_steps=60,
+        peft_steps=60, peft_eval_prompts=64,
         embed_dims=(768, 512, 256, 128, 64), embed_dataset=None, embed_epochs=3, embed_batch_size=64,
         embed_learning_rate=5e-5, embed_lora=False,
     ),
@@ -126,7 +127,7 @@ PROFILES = {
         eval_prompts=64,
         qlora_model="unsloth/Meta-Llama-3.1-8B-Instruct", lora_r=16, lora_alpha=32,
         qlora_steps=60, qlora_batch_size=4, qlora_grad_accum=4, qlora_learning_rate=2e-4, optim="paged_adamw_8bit",
-        peft_steps=60,
+        peft_steps=60, peft_eval_prompts=64,
         embed_dims=(768, 512, 256, 128, 64), embed_dataset=None, embed_epochs=3, embed_batch_size=64,
         embed_learning_rate=5e-5, embed_lora=False,
     ),

@@ -33,6 +33,7 @@ CATALOGUE = {
     "01_pretraining_vs_sft": ("Pre-training vs supervised fine-tuning", "cpu, t4, l4, large"),
     "02_lora_qlora": ("LoRA and QLoRA: from scratch, NF4, memory, a QLoRA run", "cpu, t4, l4, large"),
     "03_peft_methods": ("LoRA, DoRA, IA3, prompt and prefix tuning compared", "cpu, t4, l4, large"),
+    "04_matryoshka_embeddings": ("Embedding fine-tuning with Matryoshka loss", "cpu, t4, l4, large"),
 }
 
 
@@ -112,7 +113,13 @@ def main():
 
     if args.record and all(r["ok"] for r in results):
         BENCHMARKS.mkdir(exist_ok=True)
-        (BENCHMARKS / f"{profile}.json").write_text(json.dumps(summary, indent=2) + "\n")
+        recorded = BENCHMARKS / f"{profile}.json"
+        if args.only and recorded.exists():  # re-measured a few notebooks: keep the others' earlier numbers
+            fresh = {r["notebook"] for r in results}
+            kept = [r for r in json.loads(recorded.read_text())["notebooks"] if r["notebook"] not in fresh]
+            results = sorted(kept + results, key=lambda r: r["notebook"])
+            summary.update(notebooks=results, total_seconds=round(sum(r["seconds"] for r in results), 1))
+        recorded.write_text(json.dumps(summary, indent=2) + "\n")
         text = README.read_text()
         start, end = text.index(TABLE_START) + len(TABLE_START), text.index(TABLE_END)
         README.write_text(text[:start] + "\n" + readme_table(results, profile) + "\n" + text[end:])
