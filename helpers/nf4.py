@@ -75,6 +75,12 @@ def dequantize_nf4(codes: torch.Tensor, absmax: torch.Tensor, shape, block_size:
     return dequantize_blockwise(codes, absmax, nf4_codebook(), shape, block_size)
 
 
+def unpack_bnb_codes(packed: torch.Tensor) -> torch.Tensor:
+    """bitsandbytes' packed 4-bit tensor (two codes a byte, the first in the high nibble) -> (numel,) uint8 codes."""
+    flat = packed.flatten()
+    return torch.stack([flat >> 4, flat & 0xF], dim=1).flatten()
+
+
 def dynamic_8bit_codebook() -> torch.Tensor:
     """bitsandbytes' signed 8-bit "dynamic" data type, 256 sorted values in [-1, 1].
 

@@ -1,27 +1,21 @@
 """Notebook 04: the from-scratch losses match sentence-transformers, bad input is explained, and the learning
 effect holds on held-out queries (read from runs/04_*.json; a missing record is produced by running the notebook).
 """
-import json
 import math
 import os
-from pathlib import Path
 
-import nbformat
 import pytest
 import torch
 from datasets import Dataset
-from nbclient import NotebookClient
 from sentence_transformers.sentence_transformer.losses import MatryoshkaLoss, MultipleNegativesRankingLoss
 from torch import nn
 from torch.testing import assert_close
 
 import helpers
-import helpers.tracking as tracking
 from helpers import embeddings
 from helpers.profiles import PROFILES
+from notebook_records import record
 
-ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK = ROOT / "notebooks" / "04_matryoshka_embeddings.ipynb"
 TIGHT = {"rtol": 1e-6, "atol": 1e-6}  # float32 round-off, nothing more
 PROFILE = PROFILES[os.environ.get("COURSE_PROFILE", "cpu")]
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
@@ -235,16 +229,6 @@ def test_lora_adapter_trains_with_matryoshka_loss(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- learning effect
-def record(name: str) -> dict:
-    """runs/<name>.json, written by notebook 04; executed here first if it is missing."""
-    path = tracking.RUNS / f"{name}.json"
-    if not path.exists():
-        nb = nbformat.read(NOTEBOOK, as_version=4)
-        NotebookClient(nb, timeout=1800, kernel_name="python3",
-                       resources={"metadata": {"path": str(NOTEBOOK.parent)}}).execute()
-    return json.loads(path.read_text())
-
-
 def ndcg(run: dict, when: str) -> dict[int, float]:
     return {int(d): v for d, v in run[when]["ndcg@10"].items()}
 

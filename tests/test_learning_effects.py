@@ -1,32 +1,10 @@
-"""The learning effects the notebooks claim, checked on the numbers they wrote to runs/ (held-out data).
-
-`make test` runs the notebooks first (pytest collects notebooks/ before tests/), so the records are fresh.
-Run alone, a missing record is produced by executing its notebook.
-"""
-import json
+"""The learning effects the notebooks claim, checked on the numbers they wrote to runs/ (held-out data)."""
 import os
-from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
+from notebook_records import record
 
-import helpers.tracking as tracking
 from helpers.profiles import PROFILES
-
-ROOT = Path(__file__).resolve().parents[1]
-WRITTEN_BY = {"01_pretrain": "01_pretraining_vs_sft", "01_sft": "01_pretraining_vs_sft",
-              "02_qlora": "02_lora_qlora", "03_peft": "03_peft_methods"}
-
-
-def record(name: str) -> dict:
-    path = tracking.RUNS / f"{name}.json"
-    if not path.exists():
-        notebook = ROOT / "notebooks" / f"{WRITTEN_BY[name]}.ipynb"
-        nb = nbformat.read(notebook, as_version=4)
-        NotebookClient(nb, timeout=1800, kernel_name="python3",
-                       resources={"metadata": {"path": str(notebook.parent)}}).execute()
-    return json.loads(path.read_text())
 
 
 @pytest.fixture(scope="module")

@@ -5,13 +5,7 @@ import torch
 from torch.testing import assert_close
 
 from helpers.nf4 import (bits_per_weight, double_dequantize, double_quantize, dequantize_nf4, dynamic_8bit_codebook,
-                         nf4_codebook, quantize_nf4)
-
-
-def unpack(packed: torch.Tensor) -> torch.Tensor:
-    """bitsandbytes stores two 4-bit codes per byte, the first in the high nibble."""
-    flat = packed.flatten()
-    return torch.stack([flat >> 4, flat & 0xF], dim=1).flatten()
+                         nf4_codebook, quantize_nf4, unpack_bnb_codes)
 
 
 @pytest.fixture
@@ -31,7 +25,7 @@ def test_quantize_gives_bitsandbytes_codes_and_scales(weight):
     codes, absmax = quantize_nf4(weight, block_size=64)
     packed, state = bnbf.quantize_4bit(weight, blocksize=64, quant_type="nf4")
     assert codes.dtype == torch.uint8 and codes.shape == (weight.numel(),)
-    assert torch.equal(codes, unpack(packed))
+    assert torch.equal(codes, unpack_bnb_codes(packed))
     assert_close(absmax, state.absmax, rtol=0, atol=0)
 
 

@@ -1,0 +1,30 @@
+"""The runs/*.json records the training notebooks write, for the tests that check their learning effects.
+
+`make test` runs the notebooks first (pytest collects notebooks/ before tests/), so the records are fresh.
+Run alone, a missing record is produced by executing the notebook that writes it.
+"""
+import json
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+import helpers.tracking as tracking
+
+NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+WRITTEN_BY = {  # record -> notebook
+    "01_pretrain": "01_pretraining_vs_sft", "01_sft": "01_pretraining_vs_sft",
+    "02_qlora": "02_lora_qlora", "03_peft": "03_peft_methods",
+    "04_matryoshka": "04_matryoshka_embeddings", "04_mnrl": "04_matryoshka_embeddings",
+}
+
+
+def record(name: str) -> dict:
+    """runs/<name>.json; its notebook is executed first if the record is missing."""
+    path = tracking.RUNS / f"{name}.json"
+    if not path.exists():
+        notebook = NOTEBOOKS / f"{WRITTEN_BY[name]}.ipynb"
+        nb = nbformat.read(notebook, as_version=4)
+        NotebookClient(nb, timeout=1800, kernel_name="python3",
+                       resources={"metadata": {"path": str(notebook.parent)}}).execute()
+    return json.loads(path.read_text())
