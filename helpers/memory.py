@@ -31,3 +31,48 @@ def training_memory_gb(*, params: float, trainable: float, weight_bits: float, b
     parts = {name: value / 1e9 for name, value in parts.items()}
     parts["total"] = sum(parts.values())
     return parts
+
+
+# Shapes of the Hub models the GPU profiles use, from their published config.json files, so a notebook running
+# in the `cpu` profile (no Hub) can still size the T4 / L4 runs on paper.
+MODEL_SHAPES = {
+    "HuggingFaceTB/SmolLM2-135M-Instruct": dict(params=134.5e6, hidden=576, layers=30, intermediate=1536,
+                                                kv_dim=192, vocab=49152, tied=True),
+    "HuggingFaceTB/SmolLM2-360M-Instruct": dict(params=361.8e6, hidden=960, layers=32, intermediate=2560,
+                                                kv_dim=320, vocab=49152, tied=True),
+    "HuggingFaceTB/SmolLM2-1.7B-Instruct": dict(params=1711.4e6, hidden=2048, layers=24, intermediate=8192,
+                                                kv_dim=2048, vocab=49152, tied=True),
+    "unsloth/Meta-Llama-3.1-8B-Instruct": dict(params=8030.3e6, hidden=4096, layers=32, intermediate=14336,
+                                               kv_dim=1024, vocab=128256, tied=False),
+}
+
+
+def lora_params(shape: dict, r: int) -> int:
+    """LoRA adapter size on all 7 linear layers of a Llama block: r x (d_in + d_out) each."""
+    h, kv, inter = shape["hidden"], shape["kv_dim"], shape["intermediate"]
+    per_layer = r * ((h + h) * 2 + (h + kv) * 2 + (h + inter) * 2 + (inter + h))  # q,o + k,v + gate,up + down
+    return per_layer * shape["layers"]
+
+
+def lora_run_estimate(model_id: str, profile, sequences: int, seq_len: int | None = None,
+                      extra_models: dict | None = None) -> dict:
+    """GB one LoRA (QLoRA when the profile loads in 4-bit) training step needs on `profile`'s card, on paper.
+
+    sequences: forward+backward sequences per step (DPO: 2 x pairs; GRPO: prompts x generations).
+    extra_models: {name: params} of frozen models also held, in the profile's 16-bit dtype (a reward model);
+    a LoRA policy's reference costs nothing extra: it is the same weights with the adapter switched off.
+    """
+    shape = MODEL_SHAPES[model_id]
+    embedding = shape["vocab"] * shape["hidden"] * (1 if shape["tied"] else 2)
+    four_bit = profile.load_in_4bit
+    parts = training_memory_gb(
+        params=shape["params"], trainable=lora_params(shape, profile.lora_r), weight_bits=4 if four_bit else 16,
+        unquantized_params=embedding if four_bit else 0, batch_size=sequences, seq_len=seq_len or profile.max_length,
+        hidden_size=shape["hidden"], num_layers=shape["layers"], vocab_size=shape["vocab"],
+        gradient_checkpointing=profile.gradient_checkpointing)
+    total = parts.pop("total")
+    for name, params in (extra_models or {}).items():
+        parts[name] = params * 2 / 1e9
+        total += parts[name]
+    parts["total"] = total
+    return parts

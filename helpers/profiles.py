@@ -64,6 +64,14 @@ class Profile:
     embed_batch_size: int
     embed_learning_rate: float
     embed_lora: bool  # train a LoRA adapter instead of all weights (what fits a base-size model on a T4)
+    # notebooks 05-07: preference tuning (reward model, DPO, ORPO) with LoRA; 4-bit base (QLoRA) where load_in_4bit
+    pref_model: str
+    pref_steps: int
+    pref_batch_size: int  # preference pairs per step: 2x this many sequences go through the model
+    pref_learning_rate: float
+    pref_eval_pairs: int  # held-out pairs scored before and after
+    dpo_betas: tuple  # the beta sweep of notebook 06
+    dpo_beta: float  # its main run (one of dpo_betas); short CPU runs need the stronger push of a larger beta
 
     @property
     def use_cpu(self) -> bool:
@@ -88,6 +96,8 @@ PROFILES = {
         peft_steps=5, peft_eval_prompts=16,
         embed_dims=(384, 256, 128, 64, 32), embed_dataset=None, embed_epochs=1, embed_batch_size=32,
         embed_learning_rate=5e-5, embed_lora=False,
+        pref_model="HuggingFaceTB/SmolLM2-135M-Instruct", pref_steps=4, pref_batch_size=3, pref_learning_rate=1e-3,
+        pref_eval_pairs=20, dpo_betas=(0.1, 0.2, 0.5), dpo_beta=0.5,
     ),
     "t4": Profile(
         name="t4", description="NVIDIA T4, 16 GB, float16 only (Colab free tier)",
@@ -102,6 +112,8 @@ PROFILES = {
         peft_steps=60, peft_eval_prompts=64,
         embed_dims=(768, 512, 256, 128, 64), embed_dataset=None, embed_epochs=3, embed_batch_size=64,
         embed_learning_rate=2e-4, embed_lora=True,  # adapters want ~10x the full fine-tuning rate
+        pref_model="HuggingFaceTB/SmolLM2-1.7B-Instruct", pref_steps=60, pref_batch_size=8, pref_learning_rate=2e-4,
+        pref_eval_pairs=100, dpo_betas=(0.1, 0.2, 0.5), dpo_beta=0.1,
     ),
     "l4": Profile(
         name="l4", description="NVIDIA L4, 24 GB, bfloat16 (Colab paid tier)",
@@ -116,6 +128,8 @@ PROFILES = {
         peft_steps=60, peft_eval_prompts=64,
         embed_dims=(768, 512, 256, 128, 64), embed_dataset=None, embed_epochs=3, embed_batch_size=64,
         embed_learning_rate=5e-5, embed_lora=False,
+        pref_model="HuggingFaceTB/SmolLM2-1.7B-Instruct", pref_steps=60, pref_batch_size=8, pref_learning_rate=2e-4,
+        pref_eval_pairs=100, dpo_betas=(0.1, 0.2, 0.5), dpo_beta=0.1,
     ),
     "large": Profile(
         name="large", description="A100 / H100 class, 40 GB or more, bfloat16",
@@ -130,6 +144,8 @@ PROFILES = {
         peft_steps=60, peft_eval_prompts=64,
         embed_dims=(768, 512, 256, 128, 64), embed_dataset=None, embed_epochs=3, embed_batch_size=64,
         embed_learning_rate=5e-5, embed_lora=False,
+        pref_model="HuggingFaceTB/SmolLM2-1.7B-Instruct", pref_steps=60, pref_batch_size=8, pref_learning_rate=2e-4,
+        pref_eval_pairs=100, dpo_betas=(0.1, 0.2, 0.5), dpo_beta=0.1,
     ),
 }
 

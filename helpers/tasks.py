@@ -60,3 +60,42 @@ def extraction_scores(answers: list[str], references: list[str]) -> dict:
         fields += sum(got.get(key) == want[key] for key in PERSON_FIELDS)
     n = len(references)
     return {"exact_match": exact / n, "valid_json": valid / n, "field_accuracy": fields / (n * len(PERSON_FIELDS))}
+
+
+@torch.no_grad()
+def answer_logps(model, tokenizer, prompts: list[list[dict]], answers: list[list[dict]], average: bool = False,
+                 batch_size: int = 16) -> torch.Tensor:
+    """Log-probability of each chat answer given its prompt, tokenized the way TRL's preference trainers do it.
+
+    prompts: chat prompts (lists of messages); answers: one assistant turn each (lists with one message).
+    Returns (N,): the answer tokens' log-probs summed (DPO) or averaged per token (ORPO). The model's own
+    forward pass, so call it inside `with model.disable_adapter():` to score with the reference model.
+    """
+    from .losses import sequence_logps
+
+    rows = []
+    for prompt, answer in zip(prompts, answers):
+        prompt_ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
+                                                   return_dict=True)["input_ids"]
+        full_ids = tokenizer.apply_chat_template(prompt + answer, tokenize=True, return_dict=True)["input_ids"]
+        rows.append((full_ids, len(prompt_ids)))
+    logps = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        width = max(len(ids) for ids, _ in chunk)
+        ids = torch.full((len(chunk), width), tokenizer.pad_token_id)
+        attention, completion = torch.zeros_like(ids), torch.zeros_like(ids)
+        for i, (full_ids, n_prompt) in enumerate(chunk):  # right padding: positions stay as in training
+            ids[i, :len(full_ids)] = torch.tensor(full_ids)
+            attention[i, :len(full_ids)] = 1
+            completion[i, n_prompt:len(full_ids)] = 1
+        ids, attention, completion = ids.to(model.device), attention.to(model.device), completion.to(model.device)
+        logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()  # position t predicts t+1
+        logps.append(sequence_logps(logits, ids[:, 1:], completion[:, 1:], average=average).cpu())
+    return torch.cat(logps)
+
+
+def preference_logps(model, tokenizer, pairs, average: bool = False, batch_size: int = 16) -> dict:
+    """{"chosen": (N,), "rejected": (N,)} answer log-probs for a preference dataset (prompt/chosen/rejected)."""
+    return {side: answer_logps(model, tokenizer, pairs["prompt"], pairs[side], average, batch_size)
+            for side in ("chosen", "rejected")}

@@ -172,44 +172,72 @@ GADGET_COLOURS = ["black", "white", "red", "green", "silver", "orange", "blue", 
 GADGET_COUNTRIES = ["Portugal", "Norway", "Kenya", "Japan", "Chile", "Poland", "Ghana", "Canada", "Vietnam", "Peru"]
 
 
-def preference_record(rng):
+QUESTIONS = {  # fact -> (question, full-sentence answer, just the value)
+    "colour": ("What colour is the {name}?", "The {name} is {v}.", "{v}"),
+    "country": ("Where is the {name} made?", "The {name} is made in {v}.", "{v}"),
+    "price": ("How much does the {name} cost?", "The {name} costs {v} euros.", "{v} euros"),
+    "battery": ("How long does the battery of the {name} last?", "Its battery lasts {v} hours.", "{v} hours"),
+    "year": ("When was the {name} released?", "The {name} was released in {v}.", "{v}"),
+}
+SHORT_ASKS = ["Answer with just the value.", "Reply with only the value, no sentence.", "Just the value, please."]
+LONG_ASKS = ["Answer in a full sentence.", "Reply with a complete sentence.", "Please answer in one whole sentence."]
+
+
+SYSTEM = "You answer questions about products."  # short: the default system prompt costs ~20 tokens a row
+
+
+def describe_gadget(name, facts, left_out):
+    """One or two sentences about the gadget stating every fact except those in `left_out`."""
+    first = f"The {name} is a"
+    first += f" {facts['colour']}" if "colour" not in left_out else ""
+    first += f" {facts['kind']}" + (f" made in {facts['country']}." if "country" not in left_out else ".")
+    first = first.replace(" a orange", " an orange")
+    clauses = [text for key, text in (("year", f"was released in {facts['year']}"),
+                                      ("price", f"costs {facts['price']} euros"),
+                                      ("battery", f"has a battery that lasts {facts['battery']} hours"))
+               if key not in left_out]
+    if not clauses:
+        return first
+    return f"{first} It {', '.join(clauses[:-1])} and {clauses[-1]}." if len(clauses) > 1 else \
+        f"{first} It {clauses[0]}."
+
+
+def preference_record(rng, ask_rng):
+    """A question about a gadget's description that asks for the answer in a given form.
+
+    The user asks either for just the value or for a full sentence; `chosen` answers the way the user asked,
+    `rejected` gives the same (correct) fact the other way. Only reading the request separates them.
+    `ask_rng` makes the choices added after the first release, so `rng` draws exactly what it drew
+    before and the datasets generated after this one keep their bytes.
+    """
     name = f"{rng.choice(GADGET_NAMES)} {rng.choice('ABCDEFGHKLMXZ')}{rng.randint(2, 9)}"
     facts = {
         "kind": rng.choice(GADGET_KINDS), "colour": rng.choice(GADGET_COLOURS),
         "country": rng.choice(GADGET_COUNTRIES), "price": rng.randint(12, 480),
         "battery": rng.randint(2, 40), "year": rng.randint(2015, 2026),
     }
-    context = (f"The {name} is a {facts['colour']} {facts['kind']} made in {facts['country']}. "
-               f"It was released in {facts['year']}, costs {facts['price']} euros and its battery lasts "
-               f"{facts['battery']} hours.")
-    questions = {
-        "colour": ("What colour is the {name}?", "The {name} is {v}."),
-        "country": ("Where is the {name} made?", "The {name} is made in {v}."),
-        "price": ("How much does the {name} cost?", "The {name} costs {v} euros."),
-        "battery": ("How long does the battery of the {name} last?", "Its battery lasts {v} hours."),
-        "year": ("When was the {name} released?", "The {name} was released in {v}."),
-    }
-    key = rng.choice(list(questions))
-    question, answer = questions[key]
-    true_value = facts[key]
-    if isinstance(true_value, int):  # a wrong number close to the true one, never equal to another fact
+    key = rng.choice(list(QUESTIONS))
+    question, sentence, value = QUESTIONS[key]
+    if isinstance(facts[key], int):  # the old draw of a near-miss wrong value, kept so `rng` stays in step
         others = {v for v in facts.values() if isinstance(v, int)}
-        wrong = true_value
+        wrong = facts[key]
         while wrong in others:
-            wrong = true_value + rng.choice([-1, 1]) * rng.randint(1, max(2, true_value // 4))
+            wrong = facts[key] + rng.choice([-1, 1]) * rng.randint(1, max(2, facts[key] // 4))
     else:
-        pool = GADGET_COLOURS if key == "colour" else GADGET_COUNTRIES
-        wrong = rng.choice([v for v in pool if v != true_value])
-    prompt = f"{context}\nQuestion: {question.format(name=name)}"
-    return {
-        "prompt": user(prompt),
-        "chosen": assistant(answer.format(name=name, v=true_value)),
-        "rejected": assistant(answer.format(name=name, v=wrong)),
-    }
+        rng.choice([v for v in (GADGET_COLOURS if key == "colour" else GADGET_COUNTRIES) if v != facts[key]])
+    left_out = ask_rng.sample([k for k in QUESTIONS if k != key], 2)  # shorter prompts: 3 of the 5 facts
+    wants_value = ask_rng.random() < 0.5
+    ask = ask_rng.choice(SHORT_ASKS if wants_value else LONG_ASKS)
+    prompt = f"{describe_gadget(name, facts, left_out)}\nQuestion: {question.format(name=name)} {ask}"
+    as_value = assistant(value.format(v=facts[key]))
+    as_sentence = assistant(sentence.format(name=name, v=facts[key]))
+    return {"prompt": [{"role": "system", "content": SYSTEM}] + user(prompt),
+            "chosen": as_value if wants_value else as_sentence, "rejected": as_sentence if wants_value else as_value}
 
 
 def make_preferences(rng, n_train=600, n_test=100):
-    rows = [preference_record(rng) for _ in range(n_train + n_test)]
+    ask_rng = random.Random(f"{SEED}-ask")
+    rows = [preference_record(rng, ask_rng) for _ in range(n_train + n_test)]
     return rows[:n_train], rows[n_train:]
 
 
@@ -336,14 +364,18 @@ DATASHEETS = {
             "The test split uses first names, last names, cities and jobs that never occur in train.",
             "`prompt` (list of chat messages: one user turn), `completion` (list: one assistant turn). This is "
             "TRL's conversational prompt-completion format, so SFTTrainer computes the loss on the completion only."),
-    "preferences": ("Grounded answers vs. one hallucinated value (preferences)",
-                    "Reward modelling, DPO and ORPO (notebooks 05 to 07).",
-                    "A 2-sentence description of a fictional gadget and one question about it. `chosen` answers "
-                    "from the description; `rejected` is the same sentence with the value replaced by a plausible "
-                    "wrong one (a near number, another colour or country). Same length, same format: only "
-                    "faithfulness to the context separates them.",
-                    "`prompt` (list: one user turn), `chosen`, `rejected` (lists: one assistant turn each), "
-                    "TRL's conversational preference format."),
+    "preferences": ("Answer the way the user asked (preferences)",
+                    "Reward modelling, PPO, DPO and ORPO (notebooks 05 to 07).",
+                    "A short system prompt, a description of a fictional gadget that states 3 of its 5 facts "
+                    "(colour, country, year, price, battery) and a question about one of them. The user asks for "
+                    "either just the value or a full sentence (3 wordings each). `chosen` gives the fact the way "
+                    "the user asked, `rejected` gives the same, correct fact the other way, so only following the "
+                    "request separates them. The starting model prefers the short answer whatever was asked, so "
+                    "it starts near chance (notebook 06 measures it). Both answers are always correct: a reward "
+                    "model trained on these pairs never sees a wrong fact, which notebook 05 uses to show reward "
+                    "hacking.",
+                    "`prompt` (list: a system and a user turn), `chosen`, `rejected` (lists: one assistant turn "
+                    "each), TRL's conversational preference format."),
     "rl": ("Arithmetic word problems with verifiable answers", "GRPO and PPO (notebooks 05 and 08): a Python "
            "function checks the number inside <answer></answer> against `answer`.",
            "6 templates (addition, subtraction, multiplication), small numbers, never a negative result; the "

@@ -34,6 +34,7 @@ CATALOGUE = {
     "02_lora_qlora": ("LoRA and QLoRA: from scratch, NF4, memory, a QLoRA run", "cpu, t4, l4, large"),
     "03_peft_methods": ("LoRA, DoRA, IA3, prompt and prefix tuning compared", "cpu, t4, l4, large"),
     "04_matryoshka_embeddings": ("Embedding fine-tuning with Matryoshka loss", "cpu, t4, l4, large"),
+    "06_dpo": ("DPO from scratch and with TRL, a beta sweep", "cpu, t4, l4, large"),
 }
 
 

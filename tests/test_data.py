@@ -41,12 +41,18 @@ def test_retrieval_test_queries_point_at_passages_no_training_pair_uses():
         assert corpus[row["positive_id"]] not in trained_passages
 
 
-def test_preference_pairs_differ_only_in_the_answer_value():
+def test_preference_pairs_differ_only_in_the_form_the_user_asked_for():
     dataset = load_course_dataset("preferences")
-    for row in dataset["train"].select(range(50)):
+    wants_value = 0
+    for row in dataset["train"]:
+        request = row["prompt"][-1]["content"]
         chosen, rejected = row["chosen"][0]["content"], row["rejected"][0]["content"]
-        assert chosen != rejected
-        assert abs(len(chosen.split()) - len(rejected.split())) == 0
+        short, long = sorted([chosen, rejected], key=len)
+        assert short.split()[0] in long and short.split()[0] in request, "both answers carry the stated fact"
+        asks_value = "value" in request
+        assert (chosen == short) == asks_value, f"chosen must take the form the user asked for: {row}"
+        wants_value += asks_value
+    assert 0.4 < wants_value / len(dataset["train"]) < 0.6, "both requests, about equally often"
 
 
 def test_assets_stay_small():

@@ -1,0 +1,146 @@
+"""The preference and RL objectives of notebooks 05-08, from scratch, small enough to read.
+
+Each one is checked against the library's own computation on the same tensors (tests/test_losses.py):
+
+    reward_model_loss   Bradley-Terry loss of a reward model          = TRL RewardTrainer.compute_loss
+    dpo_loss            sigmoid DPO, per example, with its rewards    = TRL DPOTrainer (loss_type="sigmoid")
+    orpo_loss           ORPO's odds-ratio term                        = TRL ORPOTrainer.odds_ratio_loss (negated)
+    ppo_clip_loss       PPO's clipped surrogate, a mean over tokens   = TRL GRPOTrainer's loss with beta=0, "bnpo"
+    gae                 generalised advantage estimation, per token   (TRL has no PPO since 1.13: closed forms)
+    grpo_advantages     rewards normalised within each prompt's group = TRL GRPOTrainer (scale_rewards="group")
+
+Shapes: B = examples (or completions), T = completion tokens, G = completions per prompt (group size).
+"""
+
+import torch
+import torch.nn.functional as F
+
+
+def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, average: bool = False) -> torch.Tensor:
+    """Log-probability of each sequence's labelled tokens (the completion), summed or averaged over tokens.
+
+    logits: (B, T, vocab) predicting labels: (B, T); mask: (B, T), 1 on completion tokens.
+    Returns (B,). DPO sums (a sequence's probability); ORPO averages (so long answers are not penalised).
+    """
+    token_logps = torch.gather(logits.log_softmax(-1), 2, labels.unsqueeze(-1)).squeeze(-1)  # (B, T)
+    total = (token_logps * mask).sum(-1)
+    return total / mask.sum(-1).clamp(min=1) if average else total
+
+
+def reward_model_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> torch.Tensor:
+    """Bradley-Terry: P(chosen beats rejected) = sigmoid(r_chosen - r_rejected); minimise its negative log.
+
+    chosen_rewards, rejected_rewards: (B,) scalar scores from the reward model. Returns a scalar (mean over B).
+    Only the difference matters, so rewards are defined up to a constant (TRL can add a centring term for that).
+    """
+    return -F.logsigmoid(chosen_rewards - rejected_rewards).mean()
+
+
+def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
+             ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor,
+             beta: float = 0.1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Direct Preference Optimisation (sigmoid loss), per example.
+
+    All inputs: (B,) summed log-probs of the chosen / rejected answer under the policy and the frozen reference.
+    The implicit reward of an answer is beta * log(pi / pi_ref); the loss is the Bradley-Terry loss on those.
+    Returns (losses, chosen_rewards, rejected_rewards), each (B,).
+    """
+    chosen_rewards = beta * (policy_chosen_logps - ref_chosen_logps)
+    rejected_rewards = beta * (policy_rejected_logps - ref_rejected_logps)
+    losses = -F.logsigmoid(chosen_rewards - rejected_rewards)
+    return losses, chosen_rewards.detach(), rejected_rewards.detach()
+
+
+def orpo_loss(chosen_logps: torch.Tensor, rejected_logps: torch.Tensor,
+              beta: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """ORPO's odds-ratio term, per example (ORPO's full loss adds the usual NLL of the chosen answer).
+
+    chosen_logps, rejected_logps: (B,) *average* per-token log-probs, so exp() of them is a probability p.
+    odds(p) = p / (1 - p); log odds ratio = log odds(chosen) - log odds(rejected), with
+    log(1 - p) = log(1 - exp(logp)) computed stably by log1p(-exp(logp)).
+    Returns (losses, log_odds_ratio), each (B,): losses = -beta * log sigmoid(log odds ratio).
+    No reference model: the NLL term keeps the model anchored instead.
+    """
+    log_odds_ratio = (chosen_logps - rejected_logps) - (torch.log1p(-torch.exp(chosen_logps))
+                                                        - torch.log1p(-torch.exp(rejected_logps)))
+    losses = -beta * F.logsigmoid(log_odds_ratio)
+    return losses, log_odds_ratio.detach()
+
+
+def ppo_clip_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, advantages: torch.Tensor,
+                  mask: torch.Tensor, clip_eps: float = 0.2) -> torch.Tensor:
+    """PPO's clipped surrogate objective, negated to a loss, averaged over the real tokens of the batch.
+
+    logprobs: (B, T) per-token log-probs under the policy being trained; old_logprobs: (B, T) the same tokens
+    under the policy that generated them; advantages: (B, T), or (B,) for one advantage per completion;
+    mask: (B, T), 1 on completion tokens. The ratio pi/pi_old is clipped to [1 - eps, 1 + eps] so one batch
+    cannot move the policy far: taking the min makes the clip bind only when it would help the objective.
+    """
+    if advantages.dim() == 1:
+        advantages = advantages.unsqueeze(1)  # one advantage per completion, shared by its tokens
+    ratio = torch.exp(logprobs - old_logprobs)
+    unclipped = ratio * advantages
+    clipped = torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps) * advantages
+    per_token = -torch.min(unclipped, clipped)
+    return (per_token * mask).sum() / mask.sum().clamp(min=1)
+
+
+def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
+        lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation over the tokens of each completion.
+
+    rewards, values: (B, T) per-token reward (in RLHF: -KL penalty on every token, plus the reward model's score
+    on the last one) and the value head's estimate; mask: (B, T), 1 on real tokens (right padding).
+    delta_t = r_t + gamma * V_{t+1} - V_t;  A_t = delta_t + gamma * lam * A_{t+1}, walking backwards.
+    lam=1 gives the Monte-Carlo return minus the value, lam=0 the one-step TD error.
+    Returns (advantages, returns), each (B, T), zero on padding; returns = advantages + values, the value target.
+    """
+    values = values * mask
+    rewards = rewards * mask
+    advantages = torch.zeros_like(rewards)
+    next_value = torch.zeros_like(rewards[:, 0])
+    next_advantage = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(rewards.shape[1])):
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        next_advantage = (delta + gamma * lam * next_advantage) * mask[:, t]
+        next_value = values[:, t]
+        advantages[:, t] = next_advantage
+    return advantages, (advantages + values) * mask
+
+
+def grpo_advantages(rewards: torch.Tensor, group_size: int, scale: bool = True) -> torch.Tensor:
+    """GRPO's advantages: each completion's reward compared with the other completions of the same prompt.
+
+    rewards: (B,) with the G = group_size completions of each prompt next to each other (B = prompts x G).
+    A_i = (r_i - mean(group)) / (std(group) + 1e-4); std is the unbiased one, as in TRL. scale=False leaves
+    the std out (Dr. GRPO). No value model: the group mean is the baseline. Returns (B,).
+    """
+    if rewards.numel() % group_size:
+        raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}: the batch must "
+                         f"hold every prompt's {group_size} completions.")
+    groups = rewards.view(-1, group_size)
+    advantages = groups - groups.mean(dim=1, keepdim=True)
+    if scale:
+        advantages = advantages / (groups.std(dim=1, keepdim=True) + 1e-4)
+    return advantages.view(-1)
+
+
+def check_grpo_batch(per_device_batch_size: int, gradient_accumulation_steps: int, num_generations: int,
+                     num_processes: int = 1) -> None:
+    """Fail before training, with the fix, when GRPO's batch cannot hold whole groups of completions.
+
+    TRL's GRPO generates num_generations completions per prompt and needs the generation batch
+    (per-device batch x accumulation steps x processes) to be a multiple of num_generations.
+    """
+    generation_batch = per_device_batch_size * gradient_accumulation_steps * num_processes
+    if num_generations < 2:
+        raise ValueError(f"num_generations={num_generations}: GRPO compares completions of the same prompt, so it "
+                         "needs at least 2 per prompt (4 to 16 is usual).")
+    if generation_batch % num_generations:
+        fits = [g for g in range(2, generation_batch + 1) if generation_batch % g == 0]
+        raise ValueError(
+            f"The generation batch ({per_device_batch_size} per device x {gradient_accumulation_steps} accumulation "
+            f"steps x {num_processes} processes = {generation_batch} completions) is not a multiple of "
+            f"num_generations={num_generations}, so a prompt's group would be split. Set "
+            f"per_device_train_batch_size to a multiple of {num_generations} (e.g. {num_generations}), or pick "
+            f"num_generations from {fits}.")

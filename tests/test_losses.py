@@ -1,0 +1,236 @@
+"""helpers/losses.py against TRL: each from-scratch objective computes what TRL's trainer computes on the same inputs.
+
+The trainers run on a tiny random Llama (with the course chat model's tokenizer), so the tests take seconds.
+TRL 1.16 has no PPO trainer (it left in 1.13): ppo_clip_loss is checked against GRPO's clipped surrogate, which
+is the same objective, and gae against its closed forms.
+"""
+import copy
+import types
+import warnings
+
+import pytest
+import torch
+from datasets import Dataset
+from torch.testing import assert_close
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+
+import helpers
+from helpers.losses import (check_grpo_batch, dpo_loss, gae, grpo_advantages, orpo_loss, ppo_clip_loss,
+                            reward_model_loss, sequence_logps)
+
+warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated")
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return AutoTokenizer.from_pretrained(helpers.model_path("HuggingFaceTB/SmolLM2-135M-Instruct"))
+
+
+def tiny_config(tokenizer, **extra):
+    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                       pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **extra)
+
+
+def preference_rows(n=4):
+    return helpers.load_course_dataset("preferences")["train"].select(range(n))
+
+
+def common_args(tmp_path):
+    return dict(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", per_device_train_batch_size=4,
+                max_steps=1, gradient_checkpointing=False, seed=0)
+
+
+# ------------------------------------------------------------------------------------------ reward model
+def test_reward_model_loss_equals_reward_trainer(tokenizer, tmp_path):
+    from trl import RewardConfig, RewardTrainer
+
+    torch.manual_seed(0)
+    model = LlamaForSequenceClassification(tiny_config(tokenizer, num_labels=1))
+    trainer = RewardTrainer(model=model, args=RewardConfig(**common_args(tmp_path)), train_dataset=preference_rows(),
+                            processing_class=tokenizer)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    theirs = trainer.compute_loss(trainer.model, dict(batch))
+    rewards = trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.squeeze(-1)
+    chosen, rejected = rewards.chunk(2)  # the collator stacks [chosen..., rejected...]
+    assert_close(reward_model_loss(chosen, rejected), theirs, rtol=1e-6, atol=1e-6)
+    assert trainer._metrics["train"]["accuracy"][-1] == pytest.approx((chosen > rejected).float().mean().item())
+
+
+def test_reward_model_loss_is_log2_for_a_tie_and_falls_with_the_margin():
+    tie = reward_model_loss(torch.zeros(3), torch.zeros(3))
+    assert tie.item() == pytest.approx(torch.log(torch.tensor(2.0)).item())
+    assert reward_model_loss(torch.tensor([2.0]), torch.tensor([0.0])) < tie
+    assert reward_model_loss(torch.tensor([0.0]), torch.tensor([2.0])) > tie
+
+
+# ------------------------------------------------------------------------------------------ DPO
+def test_dpo_loss_equals_dpo_trainer(tokenizer, tmp_path):
+    from trl import DPOConfig, DPOTrainer
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_config(tokenizer))
+    trainer = DPOTrainer(model=model, ref_model=copy.deepcopy(model), args=DPOConfig(beta=0.2, **common_args(tmp_path)),
+                         train_dataset=preference_rows(), processing_class=tokenizer)
+    with torch.no_grad():  # move the policy away from its reference copy, so the log-ratios are not zero
+        for p in trainer.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    theirs = trainer.compute_loss(trainer.model, dict(batch))
+
+    labels, mask = batch["input_ids"][:, 1:], batch["completion_mask"][:, 1:]  # logits at t predict token t+1
+    with torch.no_grad():
+        policy = sequence_logps(trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                                              ).logits[:, :-1], labels, mask)
+        ref = sequence_logps(trainer.ref_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                                               ).logits[:, :-1], labels, mask)
+    losses, chosen_rewards, rejected_rewards = dpo_loss(*policy.chunk(2), *ref.chunk(2), beta=0.2)
+    assert_close(losses.mean(), theirs.detach(), rtol=1e-5, atol=1e-5)
+    metrics = trainer._metrics["train"]
+    assert metrics["rewards/chosen"][-1] == pytest.approx(chosen_rewards.mean().item(), abs=1e-5)
+    assert metrics["rewards/rejected"][-1] == pytest.approx(rejected_rewards.mean().item(), abs=1e-5)
+    assert metrics["rewards/margins"][-1] == pytest.approx((chosen_rewards - rejected_rewards).mean().item(), abs=1e-5)
+    assert abs(chosen_rewards).max() > 1e-3, "the policy must differ from the reference for this test to mean anything"
+
+
+def test_dpo_loss_at_the_start_is_log2_with_zero_rewards():
+    logps = torch.tensor([-12.0, -30.0])
+    losses, chosen, rejected = dpo_loss(logps, logps - 3, logps, logps - 3)  # policy == reference
+    assert_close(losses, torch.full((2,), torch.log(torch.tensor(2.0)).item()))
+    assert chosen.abs().max() == 0 and rejected.abs().max() == 0
+
+
+# ------------------------------------------------------------------------------------------ ORPO
+def test_orpo_loss_equals_orpo_trainer_odds_ratio_term():
+    from trl.experimental.orpo import ORPOTrainer
+
+    torch.manual_seed(0)
+    chosen = -torch.rand(8) * 3 - 0.01  # average per-token log-probs: negative
+    rejected = -torch.rand(8) * 3 - 0.01
+    host = types.SimpleNamespace(beta=0.25, accelerator=types.SimpleNamespace(device="cpu"))
+    their_losses, _, _, their_ratio, their_log_odds = ORPOTrainer.odds_ratio_loss(host, chosen, rejected)
+    losses, log_odds = orpo_loss(chosen, rejected, beta=0.25)
+    # TRL returns beta * log sigmoid(log odds), a quantity it *subtracts* from the NLL; ours is the loss to add
+    assert_close(losses, -their_losses, rtol=1e-6, atol=1e-6)
+    assert_close(log_odds.mean(), their_log_odds, rtol=1e-6, atol=1e-6)
+
+
+def test_orpo_log_odds_is_zero_for_equal_answers_and_grows_with_the_gap():
+    _, same = orpo_loss(torch.tensor([-1.0]), torch.tensor([-1.0]))
+    _, apart = orpo_loss(torch.tensor([-0.2]), torch.tensor([-2.0]))
+    assert same.item() == 0 and apart.item() > 1.8  # the odds ratio exaggerates the log-prob gap
+
+
+# ------------------------------------------------------------------------------------------ GRPO + PPO clip
+def reward_len(completions, **kwargs):
+    """A reward with plenty of spread between completions: their length in characters."""
+    return [float(len(c[0]["content"])) for c in completions]
+
+
+@pytest.fixture(scope="module")
+def grpo_step(tokenizer, tmp_path_factory):
+    from trl import GRPOConfig, GRPOTrainer
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_config(tokenizer))
+    prompts = helpers.load_course_dataset("rl")["train"].select(range(8))
+    args = GRPOConfig(output_dir=str(tmp_path_factory.mktemp("grpo")), use_cpu=True, bf16=False, report_to="none",
+                      per_device_train_batch_size=8, num_generations=4, max_completion_length=12, max_steps=1,
+                      beta=0.0, loss_type="bnpo", temperature=1.0, gradient_checkpointing=False, seed=0)
+    trainer = GRPOTrainer(model=model, reward_funcs=reward_len, args=args, train_dataset=prompts,
+                          processing_class=tokenizer)
+    rows = [prompts[i // 4] for i in range(8)]  # what TRL's sampler yields: each prompt num_generations times
+    with torch.no_grad():
+        inputs = trainer._generate_and_score_completions(rows)
+    return trainer, inputs
+
+
+def test_grpo_advantages_equal_grpo_trainer(grpo_step, tokenizer):
+    trainer, inputs = grpo_step
+    texts = tokenizer.batch_decode(inputs["completion_ids"] * inputs["completion_mask"], skip_special_tokens=True)
+    rewards = torch.tensor(reward_len([[{"content": t}] for t in texts]))
+    assert rewards.view(-1, 4).std(dim=1).min() > 0, "every group needs spread for the test to mean anything"
+    assert_close(grpo_advantages(rewards, group_size=4), inputs["advantages"], rtol=1e-4, atol=1e-4)
+
+
+def test_ppo_clip_loss_equals_grpo_clipped_surrogate(grpo_step):
+    trainer, inputs = grpo_step
+    ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+    attention = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+    n = inputs["completion_ids"].shape[1]
+    with torch.no_grad():
+        logits = trainer.model(input_ids=ids, attention_mask=attention).logits[:, -n - 1:-1]
+    logprobs = torch.gather(logits.log_softmax(-1), 2, inputs["completion_ids"].unsqueeze(-1)).squeeze(-1)
+    torch.manual_seed(1)  # an older policy 0.3 nats away per token: some ratios fall outside [0.8, 1.2]
+    old = logprobs + 0.3 * torch.randn_like(logprobs)
+    inputs = dict(inputs, old_per_token_logps=old)
+    trainer.model.eval()  # eval mode: TRL divides by no gradient-accumulation count
+    with torch.no_grad():
+        theirs = trainer._compute_loss(trainer.model, inputs)
+    ours = ppo_clip_loss(logprobs, old, inputs["advantages"], inputs["completion_mask"], clip_eps=0.2)
+    assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+    ratio = torch.exp(logprobs - old)[inputs["completion_mask"].bool()]
+    assert ((ratio < 0.8) | (ratio > 1.2)).any(), "some ratios must be clipped for the test to mean anything"
+
+
+def test_ppo_clip_binds_only_where_it_helps_the_objective():
+    old = torch.zeros(1, 2)
+    mask = torch.ones(1, 2)
+    far_up = torch.log(torch.tensor([[2.0, 2.0]]))  # ratio 2
+    # positive advantage: the gain is capped at 1.2 x A ...
+    assert ppo_clip_loss(far_up, old, torch.tensor([1.0]), mask).item() == pytest.approx(-1.2)
+    # ... negative advantage: the full penalty 2 x A stays (min picks the pessimistic side)
+    assert ppo_clip_loss(far_up, old, torch.tensor([-1.0]), mask).item() == pytest.approx(2.0)
+
+
+def test_grpo_advantages_reject_a_batch_that_splits_a_group():
+    with pytest.raises(ValueError, match="do not split into groups of 4"):
+        grpo_advantages(torch.arange(6.0), group_size=4)
+
+
+def test_check_grpo_batch_names_the_fix():
+    check_grpo_batch(per_device_batch_size=8, gradient_accumulation_steps=1, num_generations=4)
+    with pytest.raises(ValueError) as error:
+        check_grpo_batch(per_device_batch_size=6, gradient_accumulation_steps=1, num_generations=4)
+    message = str(error.value)
+    assert "= 6 completions) is not a multiple of num_generations=4" in message
+    assert "per_device_train_batch_size to a multiple of 4" in message and "[2, 3, 6]" in message
+    with pytest.raises(ValueError, match="at least 2"):
+        check_grpo_batch(per_device_batch_size=4, gradient_accumulation_steps=1, num_generations=1)
+
+
+def test_check_grpo_batch_agrees_with_trl(tmp_path):
+    from trl import GRPOConfig
+
+    with pytest.raises(ValueError, match="must be divisible by num_generations"):
+        GRPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, per_device_train_batch_size=6,
+                   num_generations=4, report_to="none")
+
+
+# ------------------------------------------------------------------------------------------ GAE
+def test_gae_with_lambda_one_is_the_return_minus_the_value():
+    torch.manual_seed(0)
+    rewards, values = torch.randn(3, 5), torch.randn(3, 5)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]], dtype=torch.float)
+    advantages, returns = gae(rewards, values, mask, gamma=1.0, lam=1.0)
+    reward_to_go = (rewards * mask).flip(1).cumsum(1).flip(1) * mask  # gamma = 1: the sum of the rewards still to come
+    assert_close(returns, reward_to_go)
+    assert_close(advantages, (reward_to_go - values) * mask)
+
+
+def test_gae_with_lambda_zero_is_the_td_error():
+    rewards = torch.tensor([[0.0, 0.0, 1.0]])
+    values = torch.tensor([[0.5, 0.6, 0.7]])
+    advantages, _ = gae(rewards, values, torch.ones(1, 3), gamma=0.9, lam=0.0)
+    assert_close(advantages, torch.tensor([[0.0 + 0.9 * 0.6 - 0.5, 0.0 + 0.9 * 0.7 - 0.6, 1.0 - 0.7]]))
+
+
+def test_gae_by_hand():
+    # one sequence, gamma 1, lam 0.5: deltas are (0 + 0.6 - 0.5, 0 + 0.7 - 0.6, 1 - 0.7) = (0.1, 0.1, 0.3)
+    advantages, returns = gae(torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([[0.5, 0.6, 0.7]]), torch.ones(1, 3),
+                              gamma=1.0, lam=0.5)
+    a3 = 0.3
+    a2 = 0.1 + 0.5 * a3
+    a1 = 0.1 + 0.5 * a2
+    assert_close(advantages, torch.tensor([[a1, a2, a3]]))
+    assert_close(returns, advantages + torch.tensor([[0.5, 0.6, 0.7]]))
