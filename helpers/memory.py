@@ -54,25 +54,17 @@ def lora_params(shape: dict, r: int) -> int:
     return per_layer * shape["layers"]
 
 
-def lora_run_estimate(model_id: str, profile, sequences: int, seq_len: int | None = None,
-                      extra_models: dict | None = None) -> dict:
+def lora_run_estimate(model_id: str, profile, sequences: int, seq_len: int | None = None) -> dict:
     """GB one LoRA (QLoRA when the profile loads in 4-bit) training step needs on `profile`'s card, on paper.
 
     sequences: forward+backward sequences per step (DPO: 2 x pairs; GRPO: prompts x generations).
-    extra_models: {name: params} of frozen models also held, in the profile's 16-bit dtype (a reward model);
-    a LoRA policy's reference costs nothing extra: it is the same weights with the adapter switched off.
+    A LoRA policy's reference costs nothing extra: it is the same weights with the adapter switched off.
     """
     shape = MODEL_SHAPES[model_id]
     embedding = shape["vocab"] * shape["hidden"] * (1 if shape["tied"] else 2)
     four_bit = profile.load_in_4bit
-    parts = training_memory_gb(
+    return training_memory_gb(
         params=shape["params"], trainable=lora_params(shape, profile.lora_r), weight_bits=4 if four_bit else 16,
         unquantized_params=embedding if four_bit else 0, batch_size=sequences, seq_len=seq_len or profile.max_length,
         hidden_size=shape["hidden"], num_layers=shape["layers"], vocab_size=shape["vocab"],
         gradient_checkpointing=profile.gradient_checkpointing)
-    total = parts.pop("total")
-    for name, params in (extra_models or {}).items():
-        parts[name] = params * 2 / 1e9
-        total += parts[name]
-    parts["total"] = total
-    return parts

@@ -89,3 +89,19 @@ def test_unknown_target_modules_list_the_names_that_exist():
     assert "'q_proj', 'up_proj', 'v_proj'" in message and "all-linear" in message
     check_target_modules(model, ["q_proj", "v_proj"])  # fine: no error
     check_target_modules(model, "all-linear")
+
+
+def test_lora_param_formula_for_the_profiles_models_equals_peft():
+    # memory.lora_params sizes the GPU runs from published shapes; check the formula on the shipped model's config
+    import helpers
+    from helpers import memory
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    model_id = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(helpers.model_path(model_id)))
+    shape = memory.MODEL_SHAPES[model_id]
+    assert sum(p.numel() for p in skeleton.parameters()) == pytest.approx(shape["params"], rel=1e-3)
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    peft_count = get_peft_model(skeleton, LoraConfig(r=16, target_modules=targets)).get_nb_trainable_parameters()[0]
+    assert memory.lora_params(shape, r=16) == peft_count
