@@ -72,6 +72,17 @@ class Profile:
     pref_eval_pairs: int  # held-out pairs scored before and after
     dpo_betas: tuple  # the beta sweep of notebook 06
     dpo_beta: float  # its main run (one of dpo_betas); short CPU runs need the stronger push of a larger beta
+    orpo_steps: int  # notebook 07: ORPO has no reference, so a step is cheaper, but few steps teach the prompt first
+    orpo_beta: float  # ORPO's lambda, the odds-ratio weight next to the NLL (0.1 in the paper)
+    orpo_learning_rate: float
+    # notebook 08: GRPO on the verifiable `rl` questions, with LoRA on pref_model
+    grpo_steps: int
+    grpo_num_generations: int  # G, the group size: completions sampled per prompt
+    grpo_batch_size: int  # completions per step, a multiple of G (so grpo_batch_size / G prompts per step)
+    grpo_learning_rate: float
+    grpo_beta: float  # weight of the KL penalty to the reference (TRL's default is 0: no reference model at all)
+    grpo_max_completion_length: int
+    grpo_eval_prompts: int
 
     @property
     def use_cpu(self) -> bool:
@@ -98,6 +109,9 @@ PROFILES = {
         embed_learning_rate=5e-5, embed_lora=False,
         pref_model="HuggingFaceTB/SmolLM2-135M-Instruct", pref_steps=4, pref_batch_size=3, pref_learning_rate=1e-3,
         pref_eval_pairs=20, dpo_betas=(0.1, 0.2, 0.5), dpo_beta=0.5,
+        orpo_steps=12, orpo_beta=0.5, orpo_learning_rate=5e-4,
+        grpo_steps=10, grpo_num_generations=4, grpo_batch_size=8, grpo_learning_rate=1e-3, grpo_beta=0.04,
+        grpo_max_completion_length=20, grpo_eval_prompts=32,
     ),
     "t4": Profile(
         name="t4", description="NVIDIA T4, 16 GB, float16 only (Colab free tier)",
@@ -114,6 +128,9 @@ PROFILES = {
         embed_learning_rate=2e-4, embed_lora=True,  # adapters want ~10x the full fine-tuning rate
         pref_model="HuggingFaceTB/SmolLM2-1.7B-Instruct", pref_steps=60, pref_batch_size=8, pref_learning_rate=2e-4,
         pref_eval_pairs=100, dpo_betas=(0.1, 0.2, 0.5), dpo_beta=0.1,
+        orpo_steps=60, orpo_beta=0.1, orpo_learning_rate=1e-4,
+        grpo_steps=100, grpo_num_generations=8, grpo_batch_size=32, grpo_learning_rate=5e-5, grpo_beta=0.04,
+        grpo_max_completion_length=48, grpo_eval_prompts=64,
     ),
     "l4": Profile(
         name="l4", description="NVIDIA L4, 24 GB, bfloat16 (Colab paid tier)",
@@ -130,6 +147,9 @@ PROFILES = {
         embed_learning_rate=5e-5, embed_lora=False,
         pref_model="HuggingFaceTB/SmolLM2-1.7B-Instruct", pref_steps=60, pref_batch_size=8, pref_learning_rate=2e-4,
         pref_eval_pairs=100, dpo_betas=(0.1, 0.2, 0.5), dpo_beta=0.1,
+        orpo_steps=60, orpo_beta=0.1, orpo_learning_rate=1e-4,
+        grpo_steps=100, grpo_num_generations=8, grpo_batch_size=32, grpo_learning_rate=5e-5, grpo_beta=0.04,
+        grpo_max_completion_length=48, grpo_eval_prompts=64,
     ),
     "large": Profile(
         name="large", description="A100 / H100 class, 40 GB or more, bfloat16",
@@ -146,6 +166,9 @@ PROFILES = {
         embed_learning_rate=5e-5, embed_lora=False,
         pref_model="HuggingFaceTB/SmolLM2-1.7B-Instruct", pref_steps=60, pref_batch_size=8, pref_learning_rate=2e-4,
         pref_eval_pairs=100, dpo_betas=(0.1, 0.2, 0.5), dpo_beta=0.1,
+        orpo_steps=60, orpo_beta=0.1, orpo_learning_rate=1e-4,
+        grpo_steps=100, grpo_num_generations=8, grpo_batch_size=32, grpo_learning_rate=5e-5, grpo_beta=0.04,
+        grpo_max_completion_length=48, grpo_eval_prompts=64,
     ),
 }
 

@@ -1,6 +1,7 @@
 """Generation and scoring for the course's tasks: what the notebooks measure before and after training."""
 
 import json
+import re
 
 import torch
 
@@ -64,11 +65,12 @@ def extraction_scores(answers: list[str], references: list[str]) -> dict:
 
 @torch.no_grad()
 def answer_logps(model, tokenizer, prompts: list[list[dict]], answers: list[list[dict]], average: bool = False,
-                 batch_size: int = 16) -> torch.Tensor:
+                 batch_size: int = 16, with_lengths: bool = False):
     """Log-probability of each chat answer given its prompt, tokenized the way TRL's preference trainers do it.
 
     prompts: chat prompts (lists of messages); answers: one assistant turn each (lists with one message).
-    Returns (N,): the answer tokens' log-probs summed (DPO) or averaged per token (ORPO). The model's own
+    Returns (N,): the answer tokens' log-probs summed (DPO) or averaged per token (ORPO); with_lengths=True
+    returns (summed log-probs, answer token counts), from which both follow in one pass. The model's own
     forward pass, so call it inside `with model.disable_adapter():` to score with the reference model.
     """
     from .losses import sequence_logps
@@ -91,11 +93,48 @@ def answer_logps(model, tokenizer, prompts: list[list[dict]], answers: list[list
             completion[i, n_prompt:len(full_ids)] = 1
         ids, attention, completion = ids.to(model.device), attention.to(model.device), completion.to(model.device)
         logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()  # position t predicts t+1
-        logps.append(sequence_logps(logits, ids[:, 1:], completion[:, 1:], average=average).cpu())
-    return torch.cat(logps)
+        logps.append(sequence_logps(logits, ids[:, 1:], completion[:, 1:], average=average and not with_lengths).cpu())
+    logps = torch.cat(logps)
+    if with_lengths:
+        return logps, torch.tensor([len(full_ids) - n_prompt for full_ids, n_prompt in rows])
+    return logps
 
 
 def preference_logps(model, tokenizer, pairs, average: bool = False, batch_size: int = 16) -> dict:
-    """{"chosen": (N,), "rejected": (N,)} answer log-probs for a preference dataset (prompt/chosen/rejected)."""
-    return {side: answer_logps(model, tokenizer, pairs["prompt"], pairs[side], average, batch_size)
-            for side in ("chosen", "rejected")}
+    """{"chosen": (N,), "rejected": (N,)} answer log-probs for a preference dataset (prompt/chosen/rejected).
+
+    average=None returns both kinds from one forward pass: {"chosen", "rejected"} summed (DPO's measure) and
+    {"chosen_average", "rejected_average"} per token (ORPO's).
+    """
+    if average is not None:
+        return {side: answer_logps(model, tokenizer, pairs["prompt"], pairs[side], average, batch_size)
+                for side in ("chosen", "rejected")}
+    scores = {}
+    for side in ("chosen", "rejected"):
+        total, lengths = answer_logps(model, tokenizer, pairs["prompt"], pairs[side], batch_size=batch_size,
+                                      with_lengths=True)
+        scores[side], scores[f"{side}_average"] = total, total / lengths
+    return scores
+
+
+# --------------------------------------------------------------------------------------------- GRPO rewards
+def completion_text(completion) -> str:
+    """The text of a TRL completion: a string, or a list of chat messages (conversational datasets)."""
+    return completion if isinstance(completion, str) else completion[-1]["content"]
+
+
+def correctness_reward(completions, answer, **kwargs) -> list[float]:
+    """1.0 where the completion states the right value (`answer`, a dataset column) as a whole word, else 0.0.
+
+    TRL's GRPOTrainer calls reward functions with the completions and every other dataset column as keyword
+    lists, one entry per completion. "52" must not match "520" or "1952", hence the word boundaries.
+    """
+    return [1.0 if re.search(rf"(?<![\w.]){re.escape(value)}(?![\w])", completion_text(c), re.IGNORECASE) else 0.0
+            for c, value in zip(completions, answer)]
+
+
+def brevity_reward(completions, **kwargs) -> list[float]:
+    """The format reward: 1.0 for just a value (16 characters or fewer, e.g. "52 euros", "Portugal"), falling
+    linearly to 0.0 at 64 characters. Partial credit gives GRPO a signal even when no sampled completion is short
+    yet. Characters, not words: a policy rewarded for few words learned to write "3.3.3.3.3.3.3.3", one word."""
+    return [max(0.0, min(1.0, (64 - len(completion_text(c).strip())) / 48)) for c in completions]

@@ -242,10 +242,11 @@ def make_preferences(rng, n_train=600, n_test=100):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# 4. Verifiable rewards (GRPO / PPO): small arithmetic word problems with an exact integer answer.
+# 4. Verifiable rewards (GRPO): a gadget description, a question and a request for just the value; `answer` is
+#    the value a Python function can check. (An earlier version held arithmetic word problems: SmolLM2-135M got
+#    under 5% of them right at temperature 1 and never used the answer tags, so GRPO had nothing to reinforce.)
 # ---------------------------------------------------------------------------------------------------------
-ANSWER_FORMAT = "Think briefly, then give the final number inside <answer></answer>."
-WORD_PROBLEMS = [  # (template, operation)
+WORD_PROBLEMS = [  # the earlier arithmetic rows: still drawn, so `rng` stays in step for the datasets after
     ("{name} has {a} apples and buys {b} more. How many apples does {name} have now?", "+"),
     ("A shelf holds {a} books. {name} takes {b} of them away. How many books are left on the shelf?", "-"),
     ("{name} packs {b} boxes with {a} pencils in each box. How many pencils are there in total?", "*"),
@@ -253,23 +254,40 @@ WORD_PROBLEMS = [  # (template, operation)
     ("{name} had {a} euros and spent {b} euros on lunch. How many euros does {name} have left?", "-"),
     ("There are {b} rows of chairs with {a} chairs in each row. How many chairs are there?", "*"),
 ]
-SOLVE = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 
 
-def rl_record(rng):
-    template, op = rng.choice(WORD_PROBLEMS)
-    a, b = (rng.randint(3, 12), rng.randint(2, 9)) if op == "*" else (rng.randint(10, 60), rng.randint(2, 9))
-    question = template.format(name=rng.choice(FIRST_NAMES_TRAIN + FIRST_NAMES_TEST), a=a, b=b)
-    return {"prompt": user(f"{question}\n{ANSWER_FORMAT}"), "answer": str(SOLVE[op](a, b))}
+def draw_old_rl_rows(rng, n=400 + 64):
+    """Draw exactly what the arithmetic generator drew, duplicates included (its rows are discarded)."""
+    seen = set()
+    while len(seen) < n:
+        template, op = rng.choice(WORD_PROBLEMS)
+        a, b = (rng.randint(3, 12), rng.randint(2, 9)) if op == "*" else (rng.randint(10, 60), rng.randint(2, 9))
+        seen.add(template.format(name=rng.choice(FIRST_NAMES_TRAIN + FIRST_NAMES_TEST), a=a, b=b))
+
+
+def lookup_record(rng):
+    """A question about one fact of a described gadget, asking for just the value; `answer` is that value."""
+    name = f"{rng.choice(GADGET_NAMES)} {rng.choice('ABCDEFGHKLMXZ')}{rng.randint(2, 9)}"
+    facts = {
+        "kind": rng.choice(GADGET_KINDS), "colour": rng.choice(GADGET_COLOURS),
+        "country": rng.choice(GADGET_COUNTRIES), "price": rng.randint(12, 480),
+        "battery": rng.randint(2, 40), "year": rng.randint(2015, 2026),
+    }
+    key = rng.choice(list(QUESTIONS))
+    left_out = rng.sample([k for k in QUESTIONS if k != key], 2)
+    question = QUESTIONS[key][0].format(name=name)
+    prompt = f"{describe_gadget(name, facts, left_out)}\nQuestion: {question} {rng.choice(SHORT_ASKS)}"
+    return {"prompt": [{"role": "system", "content": SYSTEM}] + user(prompt), "answer": str(facts[key])}
 
 
 def make_rl(rng, n_train=400, n_test=64):
+    draw_old_rl_rows(rng)
+    own_rng = random.Random(f"{SEED}-rl")
     rows, seen = [], set()
     while len(rows) < n_train + n_test:
-        row = rl_record(rng)
-        text = row["prompt"][0]["content"]
-        if text not in seen:
-            seen.add(text)
+        row = lookup_record(own_rng)
+        if row["prompt"][-1]["content"] not in seen:
+            seen.add(row["prompt"][-1]["content"])
             rows.append(row)
     return rows[:n_train], rows[n_train:]
 
@@ -376,11 +394,13 @@ DATASHEETS = {
                     "hacking.",
                     "`prompt` (list: a system and a user turn), `chosen`, `rejected` (lists: one assistant turn "
                     "each), TRL's conversational preference format."),
-    "rl": ("Arithmetic word problems with verifiable answers", "GRPO and PPO (notebooks 05 and 08): a Python "
-           "function checks the number inside <answer></answer> against `answer`.",
-           "6 templates (addition, subtraction, multiplication), small numbers, never a negative result; the "
-           "prompt asks for the final number inside <answer></answer>. Duplicate prompts are removed.",
-           "`prompt` (list: one user turn), `answer` (str, an integer)"),
+    "rl": ("Questions with a verifiable answer (GRPO)", "GRPO (notebook 08): Python reward functions check that "
+           "a completion states `answer` (correctness) and nothing else (format).",
+           "The gadget generator of the preference data, with its own random stream: a description stating 3 "
+           "of 5 facts (always the one asked about), a question and a request for just the value (3 wordings). "
+           "An earlier version held arithmetic word problems, replaced because SmolLM2-135M solved under 5% of "
+           "them. Duplicate prompts are removed.",
+           "`prompt` (list: a system and a user turn), `answer` (str: the value, e.g. `52` for 52 euros)"),
     "retrieval": ("Help-desk questions and manual passages (retrieval)", "Embedding fine-tuning with Matryoshka "
                   "loss (notebook 04).",
                   "16 fictional devices x 10 problems = 160 manual passages written in formal wording; 4 informal "

@@ -93,6 +93,25 @@ def test_dpo_loss_equals_dpo_trainer(tokenizer, tmp_path):
     assert abs(chosen_rewards).max() > 1e-3, "the policy must differ from the reference for this test to mean anything"
 
 
+def test_preference_logps_score_answers_as_dpo_trainer_does(tokenizer, tmp_path):
+    # the notebooks' held-out scores (helpers.preference_logps) must see the same tokens TRL trains on
+    from trl import DPOConfig, DPOTrainer
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_config(tokenizer)).eval()
+    trainer = DPOTrainer(model=model, ref_model=copy.deepcopy(model), args=DPOConfig(**common_args(tmp_path)),
+                         train_dataset=preference_rows(), processing_class=tokenizer)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    with torch.no_grad():
+        theirs = sequence_logps(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                                      ).logits[:, :-1], batch["input_ids"][:, 1:], batch["completion_mask"][:, 1:])
+    ours = helpers.preference_logps(model, tokenizer, preference_rows(), average=None)
+    assert_close(torch.cat([ours["chosen"], ours["rejected"]]), theirs, rtol=1e-5, atol=1e-4)
+    per_token = helpers.preference_logps(model, tokenizer, preference_rows(), average=True)
+    assert_close(ours["chosen_average"], per_token["chosen"], rtol=1e-5, atol=1e-5)
+    assert_close(ours["rejected_average"], per_token["rejected"], rtol=1e-5, atol=1e-5)
+
+
 def test_dpo_loss_at_the_start_is_log2_with_zero_rewards():
     logps = torch.tensor([-12.0, -30.0])
     losses, chosen, rejected = dpo_loss(logps, logps - 3, logps, logps - 3)  # policy == reference
