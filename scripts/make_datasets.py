@@ -202,6 +202,17 @@ def describe_gadget(name, facts, left_out):
         f"{first} It {clauses[0]}."
 
 
+def draw_gadget(rng):
+    """A gadget's name and its facts (kind, colour, country, price, battery hours, year), in a fixed draw order."""
+    name = f"{rng.choice(GADGET_NAMES)} {rng.choice('ABCDEFGHKLMXZ')}{rng.randint(2, 9)}"
+    facts = {
+        "kind": rng.choice(GADGET_KINDS), "colour": rng.choice(GADGET_COLOURS),
+        "country": rng.choice(GADGET_COUNTRIES), "price": rng.randint(12, 480),
+        "battery": rng.randint(2, 40), "year": rng.randint(2015, 2026),
+    }
+    return name, facts
+
+
 def preference_record(rng, ask_rng):
     """A question about a gadget's description that asks for the answer in a given form.
 
@@ -210,12 +221,7 @@ def preference_record(rng, ask_rng):
     `ask_rng` makes the choices added after the first release, so `rng` draws exactly what it drew
     before and the datasets generated after this one keep their bytes.
     """
-    name = f"{rng.choice(GADGET_NAMES)} {rng.choice('ABCDEFGHKLMXZ')}{rng.randint(2, 9)}"
-    facts = {
-        "kind": rng.choice(GADGET_KINDS), "colour": rng.choice(GADGET_COLOURS),
-        "country": rng.choice(GADGET_COUNTRIES), "price": rng.randint(12, 480),
-        "battery": rng.randint(2, 40), "year": rng.randint(2015, 2026),
-    }
+    name, facts = draw_gadget(rng)
     key = rng.choice(list(QUESTIONS))
     question, sentence, value = QUESTIONS[key]
     if isinstance(facts[key], int):  # the old draw of a near-miss wrong value, kept so `rng` stays in step
@@ -267,12 +273,7 @@ def draw_old_rl_rows(rng, n=400 + 64):
 
 def lookup_record(rng):
     """A question about one fact of a described gadget, asking for just the value; `answer` is that value."""
-    name = f"{rng.choice(GADGET_NAMES)} {rng.choice('ABCDEFGHKLMXZ')}{rng.randint(2, 9)}"
-    facts = {
-        "kind": rng.choice(GADGET_KINDS), "colour": rng.choice(GADGET_COLOURS),
-        "country": rng.choice(GADGET_COUNTRIES), "price": rng.randint(12, 480),
-        "battery": rng.randint(2, 40), "year": rng.randint(2015, 2026),
-    }
+    name, facts = draw_gadget(rng)
     key = rng.choice(list(QUESTIONS))
     left_out = rng.sample([k for k in QUESTIONS if k != key], 2)
     question = QUESTIONS[key][0].format(name=name)
