@@ -70,6 +70,16 @@ class Profile:
     pref_batch_size: int  # preference pairs per step: 2x this many sequences go through the model
     pref_learning_rate: float
     pref_eval_pairs: int  # held-out pairs scored before and after
+    # notebook 05: a reward model (RewardTrainer, LoRA) on the preference pairs, then PPO against it
+    rm_steps: int
+    rm_batch_size: int  # preference pairs per step
+    rm_learning_rate: float
+    ppo_steps: int  # each step samples ppo_batch_size answers, scores them and takes 2 minibatch updates
+    ppo_batch_size: int
+    ppo_learning_rate: float
+    ppo_kl_coef: float  # the KL penalty per token, in the reward model's units
+    ppo_max_new_tokens: int
+    ppo_eval_prompts: int  # held-out prompts answered greedily and scored before and after
     dpo_betas: tuple  # the beta sweep of notebook 06
     dpo_beta: float  # its main run (one of dpo_betas); short CPU runs need the stronger push of a larger beta
     orpo_steps: int  # notebook 07: ORPO has no reference, so a step is cheaper, but few steps teach the prompt first
@@ -109,6 +119,9 @@ PROFILES = {
         embed_learning_rate=5e-5, embed_lora=False,
         pref_model="HuggingFaceTB/SmolLM2-135M-Instruct", pref_steps=4, pref_batch_size=3, pref_learning_rate=1e-3,
         pref_eval_pairs=20, dpo_betas=(0.1, 0.2, 0.5), dpo_beta=0.5,
+        rm_steps=10, rm_batch_size=4, rm_learning_rate=1e-3,
+        ppo_steps=10, ppo_batch_size=8, ppo_learning_rate=5e-4, ppo_kl_coef=0.2, ppo_max_new_tokens=16,
+        ppo_eval_prompts=20,
         orpo_steps=12, orpo_beta=0.5, orpo_learning_rate=5e-4,
         grpo_steps=10, grpo_num_generations=4, grpo_batch_size=8, grpo_learning_rate=1e-3, grpo_beta=0.04,
         grpo_max_completion_length=20, grpo_eval_prompts=32,
@@ -128,6 +141,9 @@ PROFILES = {
         embed_learning_rate=2e-4, embed_lora=True,  # adapters want ~10x the full fine-tuning rate
         pref_model="HuggingFaceTB/SmolLM2-1.7B-Instruct", pref_steps=60, pref_batch_size=8, pref_learning_rate=2e-4,
         pref_eval_pairs=100, dpo_betas=(0.1, 0.2, 0.5), dpo_beta=0.1,
+        rm_steps=100, rm_batch_size=16, rm_learning_rate=1e-4,
+        ppo_steps=100, ppo_batch_size=32, ppo_learning_rate=3e-5, ppo_kl_coef=0.2, ppo_max_new_tokens=48,
+        ppo_eval_prompts=64,
         orpo_steps=60, orpo_beta=0.1, orpo_learning_rate=1e-4,
         grpo_steps=100, grpo_num_generations=8, grpo_batch_size=32, grpo_learning_rate=5e-5, grpo_beta=0.04,
         grpo_max_completion_length=48, grpo_eval_prompts=64,
@@ -147,6 +163,9 @@ PROFILES = {
         embed_learning_rate=5e-5, embed_lora=False,
         pref_model="HuggingFaceTB/SmolLM2-1.7B-Instruct", pref_steps=60, pref_batch_size=8, pref_learning_rate=2e-4,
         pref_eval_pairs=100, dpo_betas=(0.1, 0.2, 0.5), dpo_beta=0.1,
+        rm_steps=100, rm_batch_size=16, rm_learning_rate=1e-4,
+        ppo_steps=100, ppo_batch_size=32, ppo_learning_rate=3e-5, ppo_kl_coef=0.2, ppo_max_new_tokens=48,
+        ppo_eval_prompts=64,
         orpo_steps=60, orpo_beta=0.1, orpo_learning_rate=1e-4,
         grpo_steps=100, grpo_num_generations=8, grpo_batch_size=32, grpo_learning_rate=5e-5, grpo_beta=0.04,
         grpo_max_completion_length=48, grpo_eval_prompts=64,
@@ -166,6 +185,9 @@ PROFILES = {
         embed_learning_rate=5e-5, embed_lora=False,
         pref_model="HuggingFaceTB/SmolLM2-1.7B-Instruct", pref_steps=60, pref_batch_size=8, pref_learning_rate=2e-4,
         pref_eval_pairs=100, dpo_betas=(0.1, 0.2, 0.5), dpo_beta=0.1,
+        rm_steps=100, rm_batch_size=16, rm_learning_rate=1e-4,
+        ppo_steps=100, ppo_batch_size=32, ppo_learning_rate=3e-5, ppo_kl_coef=0.2, ppo_max_new_tokens=48,
+        ppo_eval_prompts=64,
         orpo_steps=60, orpo_beta=0.1, orpo_learning_rate=1e-4,
         grpo_steps=100, grpo_num_generations=8, grpo_batch_size=32, grpo_learning_rate=5e-5, grpo_beta=0.04,
         grpo_max_completion_length=48, grpo_eval_prompts=64,

@@ -34,6 +34,7 @@ CATALOGUE = {
     "02_lora_qlora": ("LoRA and QLoRA: from scratch, NF4, memory, a QLoRA run", "cpu, t4, l4, large"),
     "03_peft_methods": ("LoRA, DoRA, IA3, prompt and prefix tuning compared", "cpu, t4, l4, large"),
     "04_matryoshka_embeddings": ("Embedding fine-tuning with Matryoshka loss", "cpu, t4, l4, large"),
+    "05_reward_model_ppo": ("A reward model, then PPO against it (reward hacking)", "cpu, t4, l4, large"),
     "06_dpo": ("DPO from scratch and with TRL, a beta sweep", "cpu, t4, l4, large"),
     "07_orpo": ("ORPO (no reference model) vs DPO, with an SFT-only control", "cpu, t4, l4, large"),
     "08_grpo": ("GRPO with verifiable rewards (correctness + format)", "cpu, t4, l4, large"),

@@ -8,6 +8,52 @@ from helpers.profiles import PROFILES
 
 
 @pytest.fixture(scope="module")
+def reward_model():
+    return record("05_reward_model")
+
+
+@pytest.fixture(scope="module")
+def ppo():
+    return record("05_ppo")
+
+
+def test_reward_model_and_ppo_records_say_what_ran(reward_model, ppo):
+    profile = PROFILES[os.environ.get("COURSE_PROFILE", "cpu")]
+    assert reward_model["profile"] == ppo["profile"] == profile.name
+    assert reward_model["model"] == ppo["model"] == profile.pref_model
+    assert reward_model["steps"] == profile.rm_steps
+    assert reward_model["pairs"] == profile.rm_steps * profile.rm_batch_size
+    assert reward_model["eval_pairs"] == profile.pref_eval_pairs
+    assert ppo["steps"] == profile.ppo_steps == len(ppo["reward_curve"]) == len(ppo["value_loss_curve"])
+    assert ppo["eval_prompts"] == profile.ppo_eval_prompts and ppo["kl_coef"] == profile.ppo_kl_coef
+    assert ppo["models_in_memory"] == ["policy (LoRA)", "reference (adapter off)", "reward model", "value head"]
+
+
+def test_reward_model_learns_the_held_out_preferences(reward_model):
+    before, after = reward_model["before"], reward_model["after"]
+    assert 0.2 <= before["accuracy"] <= 0.8, f"a random head should start near chance, not at {before['accuracy']}"
+    assert after["accuracy"] >= 0.8, f"held-out reward model accuracy {after['accuracy']:.2f} < 0.8"
+    assert after["margin"] > 1.0, f"held-out margin only {after['margin']:.2f}"
+
+
+def test_reward_model_cannot_tell_a_wrong_fact(reward_model):
+    # every training pair states the right fact twice, so the model never learned to check it (notebook 05, sec. 4)
+    assert reward_model["fact_swap_pairs"] >= 10
+    assert 0.2 <= reward_model["fact_swap_accuracy"] <= 0.8, reward_model["fact_swap_accuracy"]
+
+
+def test_ppo_raises_the_held_out_reward(ppo):
+    before, after = ppo["before"]["reward"], ppo["after"]["reward"]
+    assert after > before + 0.5, f"held-out reward-model score {before:.2f} -> {after:.2f}"
+
+
+def test_ppo_reward_is_hacked_not_earned(ppo):
+    # what notebook 05 shows and discusses: the reward rose but the facts it cannot see did not
+    assert ppo["after"]["correct fact"] <= ppo["before"]["correct fact"], (ppo["before"], ppo["after"])
+    assert ppo["kl_curve"][0] < 0.05 < max(ppo["kl_curve"]), ppo["kl_curve"]
+
+
+@pytest.fixture(scope="module")
 def dpo():
     return record("06_dpo")
 
