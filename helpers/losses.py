@@ -16,14 +16,21 @@ import torch
 import torch.nn.functional as F
 
 
+def token_logps(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Log-probability of each labelled token: logits (B, T, vocab) predicting labels (B, T). Returns (B, T).
+
+    PPO works per token (ratios, KL, advantages); DPO and ORPO sum or average these over the completion.
+    """
+    return torch.gather(logits.log_softmax(-1), 2, labels.unsqueeze(-1)).squeeze(-1)
+
+
 def sequence_logps(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor, average: bool = False) -> torch.Tensor:
     """Log-probability of each sequence's labelled tokens (the completion), summed or averaged over tokens.
 
     logits: (B, T, vocab) predicting labels: (B, T); mask: (B, T), 1 on completion tokens.
     Returns (B,). DPO sums (a sequence's probability); ORPO averages (so long answers are not penalised).
     """
-    token_logps = torch.gather(logits.log_softmax(-1), 2, labels.unsqueeze(-1)).squeeze(-1)  # (B, T)
-    total = (token_logps * mask).sum(-1)
+    total = (token_logps(logits, labels) * mask).sum(-1)
     return total / mask.sum(-1).clamp(min=1) if average else total
 
 
