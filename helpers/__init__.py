@@ -7,14 +7,14 @@ from .models import check_4bit_support, keep_4bit_trainable_on_cpu, model_path
 from .plots import plot_before_after, plot_history
 from .profiles import PROFILES, Hardware, Profile, describe, detect_hardware, select_profile
 from .tasks import (answer_logps, brevity_reward, correctness_reward, extraction_scores, generate, parse_json_object,
-                    preference_logps)
+                    preference_logps, reward_scores)
 from .tracking import (init_wandb, last_checkpoint, measure, memory_mb, oom_advice, read_run, report_to,
-                       write_run)
+                       trained_adapter, write_run)
 
 __all__ = [
     "PROFILES", "Hardware", "Profile", "answer_logps", "brevity_reward", "correctness_reward", "check_4bit_support", "check_format", "describe", "detect_hardware",
     "embeddings", "extraction_scores", "generate", "init_wandb", "keep_4bit_trainable_on_cpu", "last_checkpoint",
     "load_course_dataset", "lora", "losses", "measure", "memory", "memory_mb", "model_path", "nf4", "oom_advice",
-    "parse_json_object", "plot_before_after", "preference_logps", "plot_history", "read_run", "report_to", "select_profile",
-    "write_run",
+    "parse_json_object", "plot_before_after", "preference_logps", "plot_history", "read_run", "report_to", "reward_scores",
+    "select_profile", "trained_adapter", "write_run",
 ]

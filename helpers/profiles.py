@@ -93,6 +93,9 @@ class Profile:
     grpo_beta: float  # weight of the KL penalty to the reference (TRL's default is 0: no reference model at all)
     grpo_max_completion_length: int
     grpo_eval_prompts: int
+    # the DPO-vs-ORPO homework: (label, model id, load in 4-bit) for its two base models. The `cpu` profile has one
+    # chat model offline, so its second "model" is the same weights in 4-bit NF4, like the homework's -bnb-4bit ones
+    homework_models: tuple
 
     @property
     def use_cpu(self) -> bool:
@@ -125,6 +128,8 @@ PROFILES = {
         orpo_steps=12, orpo_beta=0.5, orpo_learning_rate=5e-4,
         grpo_steps=10, grpo_num_generations=4, grpo_batch_size=8, grpo_learning_rate=1e-3, grpo_beta=0.04,
         grpo_max_completion_length=20, grpo_eval_prompts=32,
+        homework_models=(("SmolLM2-135M-Instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", False),
+                         ("SmolLM2-135M-Instruct in 4-bit", "HuggingFaceTB/SmolLM2-135M-Instruct", True)),
     ),
     "t4": Profile(
         name="t4", description="NVIDIA T4, 16 GB, float16 only (Colab free tier)",
@@ -147,6 +152,8 @@ PROFILES = {
         orpo_steps=60, orpo_beta=0.1, orpo_learning_rate=1e-4,
         grpo_steps=100, grpo_num_generations=8, grpo_batch_size=32, grpo_learning_rate=5e-5, grpo_beta=0.04,
         grpo_max_completion_length=48, grpo_eval_prompts=64,
+        homework_models=(("SmolLM2-360M-Instruct", "HuggingFaceTB/SmolLM2-360M-Instruct", True),
+                         ("Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct", True)),
     ),
     "l4": Profile(
         name="l4", description="NVIDIA L4, 24 GB, bfloat16 (Colab paid tier)",
@@ -169,6 +176,8 @@ PROFILES = {
         orpo_steps=60, orpo_beta=0.1, orpo_learning_rate=1e-4,
         grpo_steps=100, grpo_num_generations=8, grpo_batch_size=32, grpo_learning_rate=5e-5, grpo_beta=0.04,
         grpo_max_completion_length=48, grpo_eval_prompts=64,
+        homework_models=(("SmolLM2-360M-Instruct", "HuggingFaceTB/SmolLM2-360M-Instruct", True),
+                         ("Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct", True)),
     ),
     "large": Profile(
         name="large", description="A100 / H100 class, 40 GB or more, bfloat16",
@@ -191,8 +200,21 @@ PROFILES = {
         orpo_steps=60, orpo_beta=0.1, orpo_learning_rate=1e-4,
         grpo_steps=100, grpo_num_generations=8, grpo_batch_size=32, grpo_learning_rate=5e-5, grpo_beta=0.04,
         grpo_max_completion_length=48, grpo_eval_prompts=64,
+        homework_models=(("SmolLM2-360M-Instruct", "HuggingFaceTB/SmolLM2-360M-Instruct", True),
+                         ("Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct", True)),
     ),
 }
+
+# A live 90-minute session on Colab T4s (WORKSHOP.md): the t4 settings with smaller models and short runs, so that
+# no training cell takes more than a few minutes. Not picked automatically: set COURSE_PROFILE=workshop.
+PROFILES["workshop"] = dataclasses.replace(
+    PROFILES["t4"], name="workshop", description="NVIDIA T4, 16 GB, float16, short runs for a live workshop",
+    qlora_model="HuggingFaceTB/SmolLM2-1.7B-Instruct",  # a 3.4 GB download instead of the 8B model's 16 GB
+    pref_model="HuggingFaceTB/SmolLM2-360M-Instruct",
+    pretrain_steps=500, sft_steps=30, eval_prompts=32, qlora_steps=30, peft_steps=20, peft_eval_prompts=32,
+    embed_epochs=1, pref_steps=30, pref_eval_pairs=50, rm_steps=40, ppo_steps=20, ppo_eval_prompts=32,
+    orpo_steps=30, grpo_steps=20, grpo_eval_prompts=32,
+)
 
 
 @dataclass(frozen=True)

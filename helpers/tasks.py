@@ -92,8 +92,12 @@ def answer_logps(model, tokenizer, prompts: list[list[dict]], answers: list[list
             attention[i, :len(full_ids)] = 1
             completion[i, n_prompt:len(full_ids)] = 1
         ids, attention, completion = ids.to(model.device), attention.to(model.device), completion.to(model.device)
-        logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()  # position t predicts t+1
-        logps.append(sequence_logps(logits, ids[:, 1:], completion[:, 1:], average=average and not with_lengths).cpu())
+        # Position t predicts token t+1. Only positions followed by an answer token matter, and the vocabulary
+        # projection of the others (most of each sequence is the prompt) is most of the cost: keep just those.
+        keep = completion[:, 1:].any(dim=0).nonzero().squeeze(-1)
+        logits = model(input_ids=ids, attention_mask=attention, logits_to_keep=keep).logits.float()  # (B, K, V)
+        logps.append(sequence_logps(logits, ids[:, 1:][:, keep], completion[:, 1:][:, keep],
+                                    average=average and not with_lengths).cpu())
     logps = torch.cat(logps)
     if with_lengths:
         return logps, torch.tensor([len(full_ids) - n_prompt for full_ids, n_prompt in rows])
@@ -115,6 +119,21 @@ def preference_logps(model, tokenizer, pairs, average: bool = False, batch_size:
                                       with_lengths=True)
         scores[side], scores[f"{side}_average"] = total, total / lengths
     return scores
+
+
+@torch.no_grad()
+def reward_scores(reward_model, tokenizer, prompts: list[list[dict]], answers: list[str], batch_size: int = 32):
+    """A reward model's score of each answer (a string) to its chat prompt, formatted as RewardTrainer trains on
+    them (prompt + assistant turn through the chat template). Returns (N,). The score is read at the last token
+    that is not padding, so the model's config needs pad_token_id."""
+    reward_model.eval()
+    scores = []
+    for start in range(0, len(prompts), batch_size):
+        texts = [tokenizer.apply_chat_template(p + [{"role": "assistant", "content": a}], tokenize=False)
+                 for p, a in zip(prompts[start:start + batch_size], answers[start:start + batch_size])]
+        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(reward_model.device)
+        scores.append(reward_model(**batch).logits.squeeze(-1).float().cpu())
+    return torch.cat(scores)
 
 
 # --------------------------------------------------------------------------------------------- GRPO rewards

@@ -132,6 +132,21 @@ def read_run(name: str) -> dict:
     return json.loads(path.read_text())
 
 
+def trained_adapter(folder: str | Path, notebook: str) -> str:
+    """The LoRA adapter a notebook saved under `folder` (its newest checkpoint-N, or the folder itself), for
+    PeftModel.from_pretrained. A missing adapter raises an error that names the notebook to run."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = Path(folder)
+    found = folder if (folder / "adapter_config.json").exists() else None
+    if found is None and folder.is_dir() and (newest := get_last_checkpoint(str(folder))):
+        found = Path(newest) if (Path(newest) / "adapter_config.json").exists() else None
+    if found is None:
+        raise FileNotFoundError(f"No trained adapter in runs/checkpoints/{folder.name}: run notebook {notebook} "
+                                "in this profile first (`make course` runs them all in order).")
+    return str(found)
+
+
 # --------------------------------------------------------------------------------------------- resume, OOM
 def last_checkpoint(output_dir: str | Path) -> str | None:
     """The newest checkpoint-N folder under output_dir, or None: pass it to trainer.train(resume_from_checkpoint=...)."""

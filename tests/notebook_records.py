@@ -17,7 +17,8 @@ WRITTEN_BY = {  # record -> notebook
     "02_qlora": "02_lora_qlora", "03_peft": "03_peft_methods",
     "04_matryoshka": "04_matryoshka_embeddings", "04_mnrl": "04_matryoshka_embeddings",
     "05_reward_model": "05_reward_model_ppo", "05_ppo": "05_reward_model_ppo",
-    "06_dpo": "06_dpo", "07_orpo": "07_orpo", "08_grpo": "08_grpo",
+    "06_dpo": "06_dpo", "07_orpo": "07_orpo", "08_grpo": "08_grpo", "09_comparison": "09_comparison",
+    "homework_dpo_orpo": "../homework/solution/dpo_orpo_solution",
 }
 
 

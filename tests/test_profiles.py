@@ -62,7 +62,7 @@ def test_overrides_change_one_setting():
     assert profile.sft_steps == 3 and profile.chat_model == PROFILES["cpu"].chat_model
 
 
-@pytest.mark.parametrize("name, hardware", [("cpu", CPU), ("t4", T4), ("l4", L4), ("large", A100)])
+@pytest.mark.parametrize("name, hardware", [("cpu", CPU), ("t4", T4), ("l4", L4), ("large", A100), ("workshop", T4)])
 def test_every_profile_is_valid_on_its_own_hardware(name, hardware):
     profile = select_profile(name, hardware=hardware)
     assert not (profile.bf16 and profile.fp16)
@@ -80,3 +80,13 @@ def test_cpu_profile_models_ship_offline():
 
     cpu = PROFILES["cpu"]
     assert cpu.chat_model in OFFLINE_PACKAGES and cpu.embedding_model in OFFLINE_PACKAGES
+
+
+def test_workshop_profile_is_a_shorter_t4_and_never_picked_by_itself():
+    workshop, t4 = PROFILES["workshop"], PROFILES["t4"]
+    assert workshop.fp16 and not workshop.bf16 and workshop.optim == t4.optim  # still a T4: float16, paged AdamW
+    for steps in ("sft_steps", "qlora_steps", "pref_steps", "rm_steps", "ppo_steps", "orpo_steps", "grpo_steps"):
+        assert getattr(workshop, steps) < getattr(t4, steps), steps
+    assert "8B" not in workshop.qlora_model  # the 16 GB download alone would eat a quarter of the session
+    for hardware in (CPU, T4, L4, A100):
+        assert auto_profile_name(hardware) != "workshop"

@@ -60,6 +60,20 @@ def test_other_errors_pass_through_oom_advice():
             raise KeyError("x")
 
 
+def test_trained_adapter_finds_the_newest_checkpoint_or_names_the_notebook(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"No trained adapter in runs/checkpoints/06_dpo: run notebook 06"):
+        tracking.trained_adapter(tmp_path / "06_dpo", "06")
+    for step in (4, 12):
+        (tmp_path / "06_dpo" / f"checkpoint-{step}").mkdir(parents=True)
+        (tmp_path / "06_dpo" / f"checkpoint-{step}" / "adapter_config.json").write_text("{}")
+    assert Path(tracking.trained_adapter(tmp_path / "06_dpo", "06")).name == "checkpoint-12"
+    (tmp_path / "05_ppo" / "adapter").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="run notebook 05"):
+        tracking.trained_adapter(tmp_path / "05_ppo" / "adapter", "05")  # a folder without an adapter in it
+    (tmp_path / "05_ppo" / "adapter" / "adapter_config.json").write_text("{}")
+    assert tracking.trained_adapter(tmp_path / "05_ppo" / "adapter", "05").endswith("adapter")
+
+
 def test_last_checkpoint(tmp_path):
     assert tracking.last_checkpoint(tmp_path / "nothing") is None
     assert tracking.last_checkpoint(tmp_path) is None
