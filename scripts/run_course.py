@@ -3,6 +3,7 @@
     python scripts/run_course.py                 # executed copies -> runs/executed/, timings -> runs/course_timing.json
     python scripts/run_course.py 01              # only notebooks whose name starts with 01
     python scripts/run_course.py --record        # also write benchmarks/<profile>.json and the README's table
+    python scripts/run_course.py --table         # only rewrite the README's table from benchmarks/*.json
 
 The source notebooks are never written: they keep only the outputs nbval compares (# NBVAL_CHECK_OUTPUT cells).
 Peak memory is the largest resident memory of the kernel and its children, sampled every 0.2 s.
@@ -81,14 +82,42 @@ def run_notebook(path: Path, timeout: int) -> dict:
             "ok": error is None, "error": error}
 
 
-def readme_table(results: list[dict], profile: str) -> str:
-    rows = ["| # | notebook | topic | profiles | cpu time | cpu peak memory |", "| --- | --- | --- | --- | --- | --- |"]
-    for r in results:
-        topic, profiles = CATALOGUE.get(r["notebook"], ("", ""))
-        link = f"[{r['notebook']}](notebooks/{r['notebook']}.ipynb)"
-        rows.append(f"| {r['notebook'][:2]} | {link} | {topic} | {profiles} | {r['seconds'] / 60:.1f} min | "
-                    f"{r['peak_memory_mb'] / 1024:.1f} GB |")
-    return "\n".join(rows) + f"\n\nMeasured by `make bench` ({profile} profile, {os.cpu_count()} cores)."
+def read_benchmark(profile: str) -> dict:
+    """benchmarks/<profile>.json as {notebook: row}; a row with "estimate": true was not measured."""
+    path = BENCHMARKS / f"{profile}.json"
+    return {r["notebook"]: r for r in json.loads(path.read_text())["notebooks"]} if path.exists() else {}
+
+
+def cell(row: dict | None, key: str) -> str:
+    """'2.1 min' / '3.4 GB' when measured, '~20 min (est.)' for an estimate, '—' when unknown."""
+    if not row or row.get(key) is None:
+        return "—"
+    text = f"{row[key] / 60:.1f} min" if key == "seconds" else f"{row[key] / 1024:.1f} GB"
+    return f"~{text.replace('.0 ', ' ')} (est.)" if row.get("estimate") else text
+
+
+def readme_table() -> str:
+    """The README's notebook table, from benchmarks/cpu.json (measured) and benchmarks/t4.json (measured or not)."""
+    cpu, t4 = read_benchmark("cpu"), read_benchmark("t4")
+    rows = ["| # | notebook | topic | profiles | cpu time | cpu peak memory | T4 time | T4 peak memory |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for name in sorted(cpu):
+        topic, profiles = CATALOGUE.get(name, ("", ""))
+        link = f"[{name}](notebooks/{name}.ipynb)"
+        rows.append(f"| {name[:2]} | {link} | {topic} | {profiles} | {cell(cpu[name], 'seconds')} | "
+                    f"{cell(cpu[name], 'peak_memory_mb')} | {cell(t4.get(name), 'seconds')} | "
+                    f"{cell(t4.get(name), 'peak_memory_mb')} |")
+    cores = json.loads((BENCHMARKS / "cpu.json").read_text())["cores"]
+    t4_note = ("measured by `make bench COURSE_PROFILE=t4`" if t4 and not any(r.get("estimate") for r in t4.values())
+               else "cells marked (est.) are estimates, not measurements: no GPU has run the course yet "
+                    "(benchmarks/t4.json and l4.json say how they were made)")
+    return f"\n".join(rows) + f"\n\ncpu: measured by `make bench` ({cores} cores). T4: {t4_note}."
+
+
+def write_readme_table() -> None:
+    text = README.read_text()
+    start, end = text.index(TABLE_START) + len(TABLE_START), text.index(TABLE_END)
+    README.write_text(text[:start] + "\n" + readme_table() + "\n" + text[end:])
 
 
 def main():
@@ -96,8 +125,12 @@ def main():
     parser.add_argument("only", nargs="*", help="run only notebooks whose names start with these prefixes")
     parser.add_argument("--record", action="store_true", help="write benchmarks/<profile>.json and the README table")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    parser.add_argument("--table", action="store_true", help="only rewrite the README table from benchmarks/")
     args = parser.parse_args()
     profile = os.environ.setdefault("COURSE_PROFILE", "cpu")
+    if args.table:
+        write_readme_table()
+        return
 
     notebooks = sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")
                        if not args.only or any(p.name.startswith(o) for o in args.only))
@@ -125,9 +158,7 @@ def main():
             results = sorted(kept + results, key=lambda r: r["notebook"])
             summary.update(notebooks=results, total_seconds=round(sum(r["seconds"] for r in results), 1))
         recorded.write_text(json.dumps(summary, indent=2) + "\n")
-        text = README.read_text()
-        start, end = text.index(TABLE_START) + len(TABLE_START), text.index(TABLE_END)
-        README.write_text(text[:start] + "\n" + readme_table(results, profile) + "\n" + text[end:])
+        write_readme_table()
         print(f"recorded benchmarks/{profile}.json and the README table")
     sys.exit(0 if all(r["ok"] for r in results) else 1)
 

@@ -7,6 +7,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+HOMEWORK = sorted((ROOT / "homework").rglob("*.ipynb"))
 FORBIDDEN = {
     "machine path": re.compile(r"/(root|home|work|tmp|Users|content/drive)/"),
     "Hugging Face token": re.compile(r"hf_[A-Za-z0-9]{20,}"),
@@ -19,7 +20,7 @@ def test_there_are_notebooks():
     assert NOTEBOOKS, "no notebooks found"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", NOTEBOOKS + HOMEWORK, ids=lambda p: p.name)
 def test_no_secrets_or_machine_paths(path):
     text = path.read_text()
     for what, pattern in FORBIDDEN.items():

@@ -90,3 +90,15 @@ def test_workshop_profile_is_a_shorter_t4_and_never_picked_by_itself():
     assert "8B" not in workshop.qlora_model  # the 16 GB download alone would eat a quarter of the session
     for hardware in (CPU, T4, L4, A100):
         assert auto_profile_name(hardware) != "workshop"
+
+
+def test_a_t4_run_on_a_larger_gpu_is_capped_at_a_t4s_memory(monkeypatch):
+    caps = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda fraction: caps.append(fraction))
+    profile = select_profile("t4", hardware=A100)
+    assert profile.fp16 and not profile.bf16  # the T4 path stays float16 on a card that has bfloat16
+    assert caps == [pytest.approx(15.0 / 79.3)]
+    select_profile("t4", hardware=T4)  # on a T4 itself: no cap
+    select_profile("large", hardware=A100)  # a profile sized for the card: no cap
+    assert len(caps) == 1

@@ -1,5 +1,5 @@
-"""Scaling out: scripts/train_sft.py (LoRA) on 2 CPU processes (DDP over gloo) gives the losses of 1 process with the
-same global batch, and the accelerate configs for DDP, FSDP and DeepSpeed load with accelerate's own parser."""
+"""Scaling out: scripts/train.py (LoRA, SFT and DPO) on 2 CPU processes (DDP over gloo) gives the losses of 1 process
+with the same global batch, and the accelerate configs for DDP, FSDP and DeepSpeed load with accelerate's own parser."""
 import json
 import os
 import subprocess
@@ -9,16 +9,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "train_sft.py"
+SCRIPT = ROOT / "scripts" / "train.py"
 CONFIGS = sorted((ROOT / "configs" / "accelerate").glob("*.yaml"))
 
 
-def train(launcher, tmp_path, name, per_device_batch_size):
+def train(launcher, tmp_path, name, method, per_device_batch_size):
     """Run the script under `launcher` for 4 steps; returns {"world_size", "losses"}."""
     env = {**os.environ, "COURSE_PROFILE": "cpu", "COURSE_RUNS_DIR": str(tmp_path), "OMP_NUM_THREADS": "1",
            "HF_HUB_OFFLINE": "1"}
     losses = tmp_path / f"{name}.json"
-    result = subprocess.run([*launcher, str(SCRIPT), "--tiny", "--max-steps", "4",
+    result = subprocess.run([*launcher, str(SCRIPT), "--method", method, "--tiny", "--max-steps", "4",
                              "--per-device-batch-size", str(per_device_batch_size),
                              "--output-dir", str(tmp_path / name), "--losses", str(losses)],
                             env=env, capture_output=True, text=True, timeout=600, cwd=ROOT)
@@ -26,12 +26,13 @@ def train(launcher, tmp_path, name, per_device_batch_size):
     return json.loads(losses.read_text())
 
 
-def test_two_processes_equal_one_with_the_same_global_batch(tmp_path):
-    single = train([sys.executable], tmp_path, "single", per_device_batch_size=4)
+@pytest.mark.parametrize("method, port", [("sft", 29517), ("dpo", 29518)])
+def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, method, port):
+    single = train([sys.executable], tmp_path, "single", method, per_device_batch_size=4)
     # torchrun is what `accelerate launch` starts for several processes; accelerate runs several CPU processes
     # only through MPI, which a laptop or CI rarely has
-    ddp = train([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"],
-                tmp_path, "ddp", per_device_batch_size=2)
+    ddp = train([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port)],
+                tmp_path, "ddp", method, per_device_batch_size=2)
     assert single["world_size"] == 1 and ddp["world_size"] == 2
     assert len(single["losses"]) == len(ddp["losses"]) == 4
     for step, (one, two) in enumerate(zip(single["losses"], ddp["losses"]), start=1):

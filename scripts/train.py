@@ -1,14 +1,16 @@
-"""SFT with LoRA as a plain script: notebook 02's training step, runnable on one process or many.
+"""The course's LoRA training as a plain script (SFT as in notebook 02, DPO as in 06, ORPO as in 07), runnable on
+one process or many.
 
-    python scripts/train_sft.py                                  # one process (CPU or one GPU), the profile's sizes
-    accelerate launch --config_file configs/accelerate/ddp.yaml scripts/train_sft.py          # DDP, 2 GPUs
-    accelerate launch --config_file configs/accelerate/fsdp.yaml scripts/train_sft.py         # FSDP (shards weights)
-    accelerate launch --config_file configs/accelerate/deepspeed_zero2.yaml scripts/train_sft.py   # ZeRO-2
-    torchrun --nproc_per_node 2 scripts/train_sft.py --tiny     # 2 CPU processes (gloo): what the test runs
+    python scripts/train.py --method dpo                         # one process (CPU or one GPU), the profile's sizes
+    accelerate launch --config_file configs/accelerate/ddp.yaml scripts/train.py --method sft    # DDP, 2 GPUs
+    accelerate launch --config_file configs/accelerate/fsdp.yaml scripts/train.py                # FSDP
+    accelerate launch --config_file configs/accelerate/deepspeed_zero2.yaml scripts/train.py     # ZeRO-2
+    torchrun --nproc_per_node 2 scripts/train.py --tiny          # 2 CPU processes (gloo): what the test runs
 
 `--per-device-batch-size` is per process: the global batch is that times the number of processes (times gradient
 accumulation). Keep the global batch fixed when you scale out and the run is the same run, only faster:
-tests/test_scale_out.py checks that 2 processes give the losses of 1 process with the same global batch.
+tests/test_scale_out.py checks that 2 processes give the losses of 1 process with the same global batch (SFT and
+DPO).
 `--tiny` trains a small random-init Llama instead of the profile's model, for quick checks of the mechanics.
 """
 
@@ -24,17 +26,19 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 from peft import LoraConfig  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM  # noqa: E402
-from trl import SFTConfig, SFTTrainer  # noqa: E402
+from trl import DPOConfig, DPOTrainer, SFTConfig, SFTTrainer  # noqa: E402
+from trl.experimental.orpo import ORPOConfig, ORPOTrainer  # noqa: E402
 
 import helpers  # noqa: E402
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--method", choices=["sft", "dpo", "orpo"], default="sft")
     parser.add_argument("--per-device-batch-size", type=int, default=None, help="default: the profile's")
     parser.add_argument("--grad-accum", type=int, default=1)
-    parser.add_argument("--max-steps", type=int, default=None, help="default: the profile's qlora_steps")
-    parser.add_argument("--output-dir", default=str(helpers.tracking.RUNS / "checkpoints" / "train_sft"))
+    parser.add_argument("--max-steps", type=int, default=None, help="default: the profile's steps for the method")
+    parser.add_argument("--output-dir", default=None, help="default: runs/checkpoints/train_<method>")
     parser.add_argument("--losses", default=None, help="write the logged loss per step to this JSON file")
     parser.add_argument("--tiny", action="store_true", help="a small random-init Llama (mechanics only)")
     parser.add_argument("--no-lora", action="store_true", help="train every weight instead of LoRA adapters")
@@ -55,23 +59,33 @@ def main(argv=None):
     tokenizer = AutoTokenizer.from_pretrained(helpers.model_path(profile.chat_model))
     model = tiny_llama(tokenizer) if args.tiny else AutoModelForCausalLM.from_pretrained(
         helpers.model_path(profile.chat_model), dtype=profile.dtype)
-    data = helpers.load_course_dataset("sft")
-    config = SFTConfig(
-        output_dir=args.output_dir, max_steps=args.max_steps or profile.qlora_steps,
-        per_device_train_batch_size=args.per_device_batch_size or profile.qlora_batch_size,
-        gradient_accumulation_steps=args.grad_accum, learning_rate=profile.qlora_learning_rate,
+    # per method: the dataset, the config and trainer classes, and the profile's steps, batch and learning rate
+    if args.method == "sft":
+        data, config_class, trainer_class = helpers.load_course_dataset("sft"), SFTConfig, SFTTrainer
+        steps, batch, learning_rate, extra = profile.qlora_steps, profile.qlora_batch_size, profile.qlora_learning_rate, {}
+    else:
+        data = helpers.load_course_dataset("preferences")
+        config_class, trainer_class = (DPOConfig, DPOTrainer) if args.method == "dpo" else (ORPOConfig, ORPOTrainer)
+        steps, batch = (profile.pref_steps if args.method == "dpo" else profile.orpo_steps), profile.pref_batch_size
+        learning_rate = profile.pref_learning_rate if args.method == "dpo" else profile.orpo_learning_rate
+        extra = {"beta": profile.dpo_beta if args.method == "dpo" else profile.orpo_beta}
+    config = config_class(
+        output_dir=args.output_dir or str(helpers.tracking.RUNS / "checkpoints" / f"train_{args.method}"),
+        max_steps=args.max_steps or steps, per_device_train_batch_size=args.per_device_batch_size or batch,
+        gradient_accumulation_steps=args.grad_accum, learning_rate=learning_rate,
         lr_scheduler_type="constant", max_length=profile.max_length, logging_steps=1, save_strategy="no",
         use_cpu=profile.use_cpu, bf16=profile.bf16, fp16=profile.fp16,
         gradient_checkpointing=profile.gradient_checkpointing and not args.tiny,
         report_to="none", seed=0, data_seed=0,
         # several CPU processes talk over gloo (GPUs use NCCL, the default); one process needs no backend
         ddp_backend="gloo" if profile.use_cpu and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        **extra,
     )
     peft_config = None if args.no_lora else LoraConfig(r=profile.lora_r, lora_alpha=profile.lora_alpha,
                                                        lora_dropout=0.0, target_modules="all-linear",
                                                        task_type="CAUSAL_LM")
-    trainer = SFTTrainer(model=model, args=config, train_dataset=data["train"], processing_class=tokenizer,
-                         peft_config=peft_config)
+    trainer = trainer_class(model=model, args=config, train_dataset=data["train"], processing_class=tokenizer,
+                            peft_config=peft_config)
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     if trainer.is_world_process_zero():

@@ -1,0 +1,34 @@
+"""The README's notebook table is built from benchmarks/*.json, and the GPU files say plainly which numbers are
+estimates (no GPU has run the course yet) and which were measured."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import run_course  # noqa: E402
+
+
+def test_readme_table_is_the_one_the_benchmark_files_give():
+    assert run_course.readme_table() in (ROOT / "README.md").read_text(), \
+        "the README's notebook table is out of date: run python scripts/run_course.py --table"
+
+
+@pytest.mark.parametrize("profile", ["t4", "l4"])
+def test_gpu_benchmarks_mark_their_estimates(profile):
+    record = json.loads((ROOT / "benchmarks" / f"{profile}.json").read_text())
+    notebooks = {path.stem for path in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")}
+    assert {row["notebook"] for row in record["notebooks"]} == notebooks
+    for row in record["notebooks"]:
+        assert row.get("estimate") is True or row["ok"] is True, f"{row['notebook']}: neither measured nor an estimate"
+    if any(row.get("estimate") for row in record["notebooks"]):
+        assert record["note"].startswith("ESTIMATES, not measurements")
+
+
+def test_estimates_show_as_estimates_in_the_table():
+    rows = {"seconds": 1200, "peak_memory_mb": 3482, "estimate": True}
+    assert run_course.cell(rows, "seconds") == "~20 min (est.)"
+    assert run_course.cell({**rows, "estimate": False}, "seconds") == "20.0 min"
+    assert run_course.cell({**rows, "peak_memory_mb": None}, "peak_memory_mb") == "—"
