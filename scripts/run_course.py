@@ -111,7 +111,7 @@ def readme_table() -> str:
     t4_note = ("measured by `make bench COURSE_PROFILE=t4`" if t4 and not any(r.get("estimate") for r in t4.values())
                else "cells marked (est.) are estimates, not measurements: no GPU has run the course yet "
                     "(benchmarks/t4.json and l4.json say how they were made)")
-    return f"\n".join(rows) + f"\n\ncpu: measured by `make bench` ({cores} cores). T4: {t4_note}."
+    return "\n".join(rows) + f"\n\ncpu: measured by `make bench` ({cores} cores). T4: {t4_note}."
 
 
 def write_readme_table() -> None:
