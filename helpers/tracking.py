@@ -125,10 +125,31 @@ def write_run(name: str, *, profile, model: str, steps: int, seconds: float, pea
     return path
 
 
+def in_colab() -> bool:
+    import sys
+
+    return "google.colab" in sys.modules
+
+
+def on_colab_without_drive() -> bool:
+    """True in a Colab kernel whose runs/ is on the VM's own disk (gone when Colab recycles the VM)."""
+    return in_colab() and not str(RUNS).startswith("/content/drive")
+
+
+def _run_first(notebook: str) -> str:
+    advice = f"run notebook {notebook} in this profile first (`make course` runs them all in order)."
+    if on_colab_without_drive():
+        advice += (f" On Colab every notebook gets its own VM, so its runs/ is not this one's: set "
+                   f"KEEP_RUNS_ON_DRIVE = True in the setup cell of notebook {notebook} and of this notebook, run "
+                   f"{notebook} once, then this one finds its work on your Google Drive.")
+    return advice
+
+
 def read_run(name: str) -> dict:
+    """The record runs/<name>.json. The name starts with the number of the notebook that writes it."""
     path = RUNS / f"{name}.json"
     if not path.exists():
-        raise FileNotFoundError(f"No record runs/{name}.json yet: run the notebook that trains '{name}' first.")
+        raise FileNotFoundError(f"No record runs/{name}.json yet: {_run_first(name.split('_')[0])}")
     return json.loads(path.read_text())
 
 
@@ -142,8 +163,7 @@ def trained_adapter(folder: str | Path, notebook: str) -> str:
     if found is None and folder.is_dir() and (newest := get_last_checkpoint(str(folder))):
         found = Path(newest) if (Path(newest) / "adapter_config.json").exists() else None
     if found is None:
-        raise FileNotFoundError(f"No trained adapter in runs/checkpoints/{folder.name}: run notebook {notebook} "
-                                "in this profile first (`make course` runs them all in order).")
+        raise FileNotFoundError(f"No trained adapter in runs/checkpoints/{folder.name}: {_run_first(notebook)}")
     return str(found)
 
 

@@ -86,6 +86,7 @@ def main(argv=None):
                                                        task_type="CAUSAL_LM")
     trainer = trainer_class(model=model, args=config, train_dataset=data["train"], processing_class=tokenizer,
                             peft_config=peft_config)
+    helpers.fp16_safe(trainer)  # a 4-bit model under fp16: TRL's bfloat16 adapters back to float32 (notebook 02)
     trainer.train()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     if trainer.is_world_process_zero():

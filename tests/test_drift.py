@@ -38,8 +38,8 @@ def accepted_arguments(cls) -> set[str]:
 
 
 def calls_in(source: str):
-    """(class name, keyword names) for every call of a class in WHERE; shell lines (! and %) are dropped."""
-    tree = ast.parse(re.sub(r"^\s*[!%].*$", "", source, flags=re.M))
+    """(class name, keyword names) for every call of a class in WHERE; shell lines (! and %) become `pass`."""
+    tree = ast.parse(re.sub(r"^(\s*)[!%].*$", r"\1pass", source, flags=re.M))
     for node in ast.walk(tree):
         if isinstance(node, ast.Call):
             name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)

@@ -56,7 +56,7 @@ def test_student_checks_fail_clearly_on_the_empty_cells(tmp_path, monkeypatch):
     for part, error in checks.items():
         assert error and error.startswith("NotDoneYet") and f"Part {part} is not done yet" in error, (part, error)
     training = [e for source, e in errors.items() if "for label, model_id, in_4bit, method, beta in PLAN" in source]
-    assert training and "Part 4 is not done yet: train() returns None" in training[0]
+    assert training and "Part 4 is not done yet: make_trainer() returns None" in training[0]
     unexpected = {s[:50]: e for s, e in errors.items() if not e.startswith("NotDoneYet")}
     assert not unexpected, f"cells that fail for another reason than an unfinished part: {unexpected}"
 

@@ -38,7 +38,9 @@ def test_notebook_skeleton(path):
         assert section in markdown, f"missing section: {section}"
     for profile in ("`cpu`", "`t4`", "`l4`"):
         assert profile in markdown, f"the hardware table should list {profile}"
-    assert "google.colab" in code and "requirements-colab.txt" in code, "a Colab setup cell"
+    setup = nb.cells[1].source
+    assert "google.colab" in setup and "%run finetuning-course/scripts/colab_setup.py --drive={KEEP_RUNS_ON_DRIVE}" \
+        in setup and "KEEP_RUNS_ON_DRIVE = False" in setup, "cell 1: the Colab setup cell (scripts/colab_setup.py)"
     assert "set_seed(" in code, "seeds fixed"
     assert "helpers.select_profile()" in code, "sizes come from the profile"
 
@@ -69,6 +71,12 @@ def test_requirements_are_pinned_and_colab_keeps_its_torch():
                 assert re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[0-9][0-9A-Za-z.+]*", line), f"{name}: unpinned {line!r}"
     colab = (ROOT / "requirements-colab.txt").read_text()
     assert not re.search(r"^torch\b", colab, re.M), "Colab must keep its own torch"
+    # Colab keeps what its kernel preloads (replacing it on disk means a restart); local installs pin them
+    for preloaded in ("pandas", "matplotlib", "psutil", "numpy", "pyarrow"):
+        assert not re.search(rf"^{preloaded}\b", colab, re.M), f"requirements-colab.txt must not pin {preloaded}"
+    for name in ("pandas", "matplotlib", "psutil"):
+        assert re.search(rf"^{name}==", (ROOT / "requirements.txt").read_text(), re.M), f"pin {name} locally"
+    assert "-r requirements-colab.txt" in (ROOT / "requirements.txt").read_text()
     assert "torch==2.13.0" in (ROOT / "requirements.txt").read_text()
 
 

@@ -27,8 +27,20 @@ def test_write_and_read_a_run_record(tmp_path, monkeypatch):
 
 def test_reading_a_missing_run_says_which_notebook_to_run(tmp_path, monkeypatch):
     monkeypatch.setattr(tracking, "RUNS", tmp_path)
-    with pytest.raises(FileNotFoundError, match=r"No record runs/02_qlora.json yet: run the notebook"):
+    with pytest.raises(FileNotFoundError, match=r"No record runs/02_qlora.json yet: run notebook 02 in this profile"):
         tracking.read_run("02_qlora")
+
+
+def test_on_colab_a_missing_record_points_at_google_drive(tmp_path, monkeypatch):
+    """Each Colab badge opens a new VM: notebook 07 cannot see 06's runs/ unless both keep it on Google Drive."""
+    monkeypatch.setattr(tracking, "RUNS", tmp_path)
+    monkeypatch.setattr(tracking, "in_colab", lambda: True)
+    with pytest.raises(FileNotFoundError, match=r"run notebook 06 .* own VM.*KEEP_RUNS_ON_DRIVE = True"):
+        tracking.read_run("06_dpo")
+    with pytest.raises(FileNotFoundError, match=r"KEEP_RUNS_ON_DRIVE = True in the setup cell of notebook 05"):
+        tracking.trained_adapter(tmp_path / "05_ppo" / "adapter", "05")
+    monkeypatch.setattr(tracking, "RUNS", Path("/content/drive/MyDrive/finetuning-course/runs"))
+    assert not tracking.on_colab_without_drive()
 
 
 def test_measure_sees_a_peak_that_is_gone_by_the_end():
