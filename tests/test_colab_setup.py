@@ -145,6 +145,9 @@ def fake_colab(tmp_path, monkeypatch):
     monkeypatch.setattr(setup, "top_level_modules", lambda name: {name.replace("-", "_")})
     monkeypatch.setattr(setup, "restart_session", lambda stale: calls.append(("restart", stale)))
     monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path / "runs"))
+    # a fresh Colab kernel has not imported the course's libraries (earlier tests in this process may have)
+    for name in pins:
+        monkeypatch.delitem(sys.modules, name.replace("-", "_"), raising=False)
     return dists, calls, pins
 
 
