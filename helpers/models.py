@@ -15,8 +15,8 @@ Offline copies:
 A local-only model, never on the Hub:
 - `course/tiny-random-llama` (TINY_MODEL_ID) is a 2-layer Llama with random weights and a 1024-token byte-level BPE
   vocabulary trained on the course's own data, with SmolLM2-135M-Instruct's chat template and special tokens. It is
-  built in a few seconds, once, for the `t4-sim` profile: float16 has no fast matrix kernels on the CPU, so the T4's
-  float16 + 4-bit settings can only be exercised there on a model this small. Its answers are noise.
+  built in a few seconds, once, for the `t4-sim` and `l4-sim` profiles: float16 has no fast matrix kernels on the
+  CPU, so the T4's float16 + 4-bit settings can only be exercised there on a model this small. Its answers are noise.
 """
 
 import importlib.util

@@ -103,10 +103,13 @@ class Profile:
     homework_models: tuple
     # notebook 04 trains whole epochs; a positive number stops it after that many steps (the simulation profiles)
     embed_max_steps: int = -1
-    # False where the sizes are too small for a learning effect (the -sim profiles): notebooks then skip the checks
-    # that training helped, and the tests read no effect from their records
-    effects_meaningful: bool = True
     simulates: str | None = None  # the GPU profile whose settings a -sim profile runs on the CPU
+
+    @property
+    def effects_meaningful(self) -> bool:
+        """False for the -sim profiles, too small for a learning effect: notebooks then skip the checks that
+        training helped, and the tests read no effect from their records."""
+        return self.simulates is None
 
     @property
     def use_cpu(self) -> bool:
@@ -233,7 +236,6 @@ def _simulation(gpu: str, chat_model: str, homework_models: tuple) -> Profile:
     models and toy sizes: every trainer takes two optimizer steps, every evaluation a handful of prompts."""
     return dataclasses.replace(
         PROFILES[gpu], name=f"{gpu}-sim", needs_gpu=False, card_memory_gb=None, simulates=gpu,
-        effects_meaningful=False,
         description=f"the {gpu} profile's settings on the CPU at toy sizes (CI: reaches a {gpu.upper()}'s dtype "
                     "and mode states; the numbers mean nothing)",
         chat_model=chat_model, qlora_model=chat_model, pref_model=chat_model,

@@ -19,15 +19,15 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     answers = []
     try:
-        for start in range(0, len(prompts), batch_size):
-            texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-                     for p in prompts[start:start + batch_size]]
-            batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-            with evaluating(model):
+        with evaluating(model):
+            for start in range(0, len(prompts), batch_size):
+                texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+                         for p in prompts[start:start + batch_size]]
+                batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
                 output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                         pad_token_id=tokenizer.pad_token_id)
-            new_tokens = output[:, batch["input_ids"].shape[1]:]  # (batch, new) - drop the prompt
-            answers += [a.strip() for a in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+                new_tokens = output[:, batch["input_ids"].shape[1]:]  # (batch, new) - drop the prompt
+                answers += [a.strip() for a in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
     finally:
         tokenizer.padding_side = padding_side
     return answers
@@ -84,23 +84,23 @@ def answer_logps(model, tokenizer, prompts: list[list[dict]], answers: list[list
         full_ids = tokenizer.apply_chat_template(prompt + answer, tokenize=True, return_dict=True)["input_ids"]
         rows.append((full_ids, len(prompt_ids)))
     logps = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
-        width = max(len(ids) for ids, _ in chunk)
-        ids = torch.full((len(chunk), width), tokenizer.pad_token_id)
-        attention, completion = torch.zeros_like(ids), torch.zeros_like(ids)
-        for i, (full_ids, n_prompt) in enumerate(chunk):  # right padding: positions stay as in training
-            ids[i, :len(full_ids)] = torch.tensor(full_ids)
-            attention[i, :len(full_ids)] = 1
-            completion[i, n_prompt:len(full_ids)] = 1
-        ids, attention, completion = ids.to(model.device), attention.to(model.device), completion.to(model.device)
-        # Position t predicts token t+1. Only positions followed by an answer token matter, and the vocabulary
-        # projection of the others (most of each sequence is the prompt) is most of the cost: keep just those.
-        keep = completion[:, 1:].any(dim=0).nonzero().squeeze(-1)
-        with evaluating(model):
+    with evaluating(model):
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start:start + batch_size]
+            width = max(len(ids) for ids, _ in chunk)
+            ids = torch.full((len(chunk), width), tokenizer.pad_token_id)
+            attention, completion = torch.zeros_like(ids), torch.zeros_like(ids)
+            for i, (full_ids, n_prompt) in enumerate(chunk):  # right padding: positions stay as in training
+                ids[i, :len(full_ids)] = torch.tensor(full_ids)
+                attention[i, :len(full_ids)] = 1
+                completion[i, n_prompt:len(full_ids)] = 1
+            ids, attention, completion = ids.to(model.device), attention.to(model.device), completion.to(model.device)
+            # Position t predicts token t+1. Only positions followed by an answer token matter, and the vocabulary
+            # projection of the others (most of each sequence is the prompt) is most of the cost: keep just those.
+            keep = completion[:, 1:].any(dim=0).nonzero().squeeze(-1)
             logits = model(input_ids=ids, attention_mask=attention, logits_to_keep=keep).logits.float()  # (B, K, V)
-        logps.append(sequence_logps(logits, ids[:, 1:][:, keep], completion[:, 1:][:, keep],
-                                    average=average and not with_lengths).cpu())
+            logps.append(sequence_logps(logits, ids[:, 1:][:, keep], completion[:, 1:][:, keep],
+                                        average=average and not with_lengths).cpu())
     logps = torch.cat(logps)
     if with_lengths:
         return logps, torch.tensor([len(full_ids) - n_prompt for full_ids, n_prompt in rows])
@@ -130,11 +130,12 @@ def reward_scores(reward_model, tokenizer, prompts: list[list[dict]], answers: l
     that is not padding, so the model's config needs pad_token_id. Works in any state a trainer leaves the model
     in (see `evaluating`)."""
     scores = []
-    for start in range(0, len(prompts), batch_size):
-        texts = [tokenizer.apply_chat_template(p + [{"role": "assistant", "content": a}], tokenize=False)
-                 for p, a in zip(prompts[start:start + batch_size], answers[start:start + batch_size])]
-        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(reward_model.device)
-        with evaluating(reward_model):
+    with evaluating(reward_model):
+        for start in range(0, len(prompts), batch_size):
+            texts = [tokenizer.apply_chat_template(p + [{"role": "assistant", "content": a}], tokenize=False)
+                     for p, a in zip(prompts[start:start + batch_size], answers[start:start + batch_size])]
+            batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            batch = batch.to(reward_model.device)
             scores.append(reward_model(**batch).logits.squeeze(-1).float().cpu())
     return torch.cat(scores)
 
