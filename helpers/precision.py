@@ -40,16 +40,23 @@ def evaluating(model):
 
     Inside: eval mode (no dropout; gradient checkpointing acts only in train mode, and there it makes generate drop
     its KV cache), no gradients, and autocast to the model's compute dtype when it has one, so that a float16 body,
-    bfloat16 adapters and float32 norms meet in one dtype. A float32 model runs exactly as it is.
+    bfloat16 adapters and float32 norms meet in one dtype. A float32 model runs exactly as it is, even after a
+    trainer with bf16=True or fp16=True: accelerate leaves that mixed precision wrapped around the model's forward
+    (an autocast for good), and a float32 evaluation after training would otherwise silently run in 16-bit.
     """
     was_training = model.training
     dtype = compute_dtype(model)
     device_type = next(model.parameters()).device.type
+    wrapped = model.__dict__.get("forward") if "_original_forward" in model.__dict__ else None
     model.eval()
     try:
+        if wrapped is not None:
+            model.forward = model._original_forward  # the forward from before accelerate's autocast wrapper
         with torch.no_grad(), torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None):
             yield model
     finally:
+        if wrapped is not None:
+            model.forward = wrapped
         model.train(was_training)
 
 

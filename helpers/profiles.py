@@ -5,7 +5,9 @@ The notebooks never branch on hardware. They read sizes, ids and precision from 
     profile = select_profile()          # auto: GPU name/memory/bf16 support and whether the Hub answers
     COURSE_PROFILE=cpu jupyter ...      # force one (cpu, t4, l4, large, workshop, t4-sim, l4-sim)
 
-`cpu` is what CI and a student without a GPU run: real pretrained models that ship on PyPI, small steps.
+`cpu` is what CI and a student without a GPU run: real pretrained models that ship on PyPI, small steps. Its
+precision is chosen by measurement: bfloat16 mixed precision where this CPU multiplies bfloat16 matrices clearly
+faster than float32 (AVX512-BF16 / AMX), float32 elsewhere (`cpu_precision`; force with COURSE_CPU_PRECISION).
 The GPU profiles use Hub models sized for the card. T4s have no bfloat16, so `t4` trains in float16.
 `t4-sim` and `l4-sim` run a GPU profile's settings (float16 / bfloat16 mixed precision, 4-bit NF4 loading with that
 compute dtype, gradient checkpointing, the paged 8-bit optimizer) on the CPU at toy sizes, so that CI reaches the
@@ -15,13 +17,19 @@ to the end is the test.
 
 import dataclasses
 import functools
+import json
 import os
+import platform
 import socket
+import time
+from pathlib import Path
 from dataclasses import dataclass
 
 import torch
 
 PROFILE_ENV = "COURSE_PROFILE"
+CPU_PRECISION_ENV = "COURSE_CPU_PRECISION"  # auto (measure), float32 or bfloat16: the cpu profile's precision
+BF16_SPEEDUP_NEEDED = 2.0  # bfloat16 mixed precision only where its matrix products are at least this much faster
 
 
 @dataclass(frozen=True)
@@ -29,7 +37,7 @@ class Profile:
     name: str
     description: str
     needs_gpu: bool
-    # precision: exactly one of bf16/fp16 on a GPU, neither on the CPU (float32)
+    # precision: exactly one of bf16/fp16 on a GPU; on the CPU float32, or bf16 where measured faster (cpu_precision)
     bf16: bool
     fp16: bool
     load_in_4bit: bool
@@ -114,6 +122,17 @@ class Profile:
     @property
     def use_cpu(self) -> bool:
         return not self.needs_gpu
+
+    @property
+    def weights_dtype(self) -> torch.dtype:
+        """The dtype models are loaded in: the profile's 16-bit dtype on a GPU (and in the -sim profiles that copy
+        one), float32 in the cpu profile whatever it computes in: its bfloat16 is mixed precision, float32 master
+        weights with the products under autocast, so its evaluations run in float32 on every CPU."""
+        return torch.float32 if self.use_cpu and not self.simulates else self.dtype
+
+    @property
+    def dtype_name(self) -> str:
+        return "bfloat16" if self.bf16 else "float16" if self.fp16 else "float32"
 
     @property
     def dtype(self) -> torch.dtype:
@@ -269,10 +288,79 @@ class Hardware:
     gpu_memory_gb: float = 0.0
     bf16_supported: bool = False
     hub_reachable: bool = False
+    # CPU only: measured matrix-product speed, {"float32": GFLOP/s, "bfloat16": GFLOP/s} (None: not measured)
+    cpu_gflops: dict | None = None
 
     @property
     def has_gpu(self) -> bool:
         return self.gpu_name is not None
+
+    @property
+    def cpu_bf16_speedup(self) -> float | None:
+        """How many times faster this CPU multiplies bfloat16 matrices than float32 ones (None: not measured)."""
+        if not self.cpu_gflops:
+            return None
+        return self.cpu_gflops["bfloat16"] / self.cpu_gflops["float32"]
+
+
+def matmul_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 3) -> float:
+    """The best of `repeats` timings of one size x size matrix product in `dtype`, in GFLOP/s (2 size^3 FLOPs)."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    a @ b  # the first call picks and prepares the kernel (oneDNN / AMX)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
+def _machine_key() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu} | {torch.get_num_threads()} threads | torch {torch.__version__}"
+
+
+def measure_cpu_gflops() -> dict:
+    """float32 and bfloat16 matrix-product speed of this CPU (about half a second), cached in
+    runs/machine.json so that every notebook of a run (and the benchmark) sees the same numbers and precision."""
+    cache = Path(os.environ.get("COURSE_RUNS_DIR", Path(__file__).resolve().parents[1] / "runs")) / "machine.json"
+    key = _machine_key()
+    try:
+        cached = json.loads(cache.read_text())
+        if cached.get("machine") == key:
+            return cached["gflops"]
+    except (OSError, ValueError, KeyError):
+        pass
+    gflops = {"float32": round(matmul_gflops(torch.float32), 1), "bfloat16": round(matmul_gflops(torch.bfloat16), 1)}
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        cache.write_text(json.dumps({"machine": key, "gflops": gflops, "matmul": "2048 x 2048, best of 3"},
+                                    indent=2) + "\n")
+    except OSError:
+        pass
+    return gflops
+
+
+def cpu_precision(hardware: "Hardware") -> tuple[str, str]:
+    """("bfloat16" or "float32", why) for training on this CPU: $COURSE_CPU_PRECISION, else measured."""
+    forced = os.environ.get(CPU_PRECISION_ENV, "auto").strip().lower()
+    if forced not in ("auto", "float32", "bfloat16"):
+        raise ValueError(f"{CPU_PRECISION_ENV}={forced!r}: use auto (measure), float32 or bfloat16.")
+    if forced != "auto":
+        return forced, f"set by {CPU_PRECISION_ENV}"
+    speedup = hardware.cpu_bf16_speedup
+    if speedup is None:
+        return "float32", "not measured"
+    g = hardware.cpu_gflops
+    measured = f"bfloat16 {g['bfloat16']:.0f} vs float32 {g['float32']:.0f} GFLOP/s in matrix products, measured"
+    if speedup >= BF16_SPEEDUP_NEEDED:
+        return "bfloat16", f"{measured}: {speedup:.1f}x faster"
+    return "float32", f"{measured}: bfloat16 is not clearly faster here"
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -290,7 +378,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 def detect_hardware() -> Hardware:
     hub = hub_reachable()
     if not torch.cuda.is_available():
-        return Hardware(hub_reachable=hub)
+        return Hardware(hub_reachable=hub, cpu_gflops=measure_cpu_gflops())
     props = torch.cuda.get_device_properties(0)
     # including_emulation=False: a T4 (sm_75) emulates bfloat16 slowly, and the default counts that as support
     return Hardware(gpu_name=props.name, gpu_memory_gb=props.total_memory / 1024**3,
@@ -342,6 +430,9 @@ def select_profile(name: str | None = None, hardware: Hardware | None = None, **
     if unknown:
         raise ValueError(f"Unknown profile setting(s) {sorted(unknown)}; see helpers/profiles.py for the table.")
     profile = dataclasses.replace(PROFILES[name], **overrides)
+    if name == "cpu" and not {"bf16", "fp16"} & set(overrides):
+        # float32 master weights either way; bf16=True runs the maths under bfloat16 autocast (mixed precision)
+        profile = dataclasses.replace(profile, bf16=cpu_precision(hardware)[0] == "bfloat16")
     check_profile(profile, hardware)
     impose_card_memory(profile, hardware)
     return profile
@@ -365,6 +456,10 @@ def describe(profile: Profile, hardware: Hardware | None = None) -> str:
     hardware = hardware or detect_hardware()
     device = f"{hardware.gpu_name} ({hardware.gpu_memory_gb:.0f} GB)" if hardware.has_gpu else "CPU"
     precision = "bfloat16" if profile.bf16 else "float16" if profile.fp16 else "float32"
+    if profile.name == "cpu":
+        chosen, why = cpu_precision(hardware)
+        precision = ("bfloat16 mixed precision (float32 master weights)" if profile.bf16 else "float32") + (
+            f" ({why})" if chosen == profile.dtype_name else "")
     if profile.simulates:
         precision += (f" mixed precision, 4-bit NF4: {profile.load_in_4bit}, gradient checkpointing: "
                       f"{profile.gradient_checkpointing}, optimizer: {profile.optim} "

@@ -10,7 +10,7 @@ from .precision import evaluating
 PERSON_FIELDS = ("name", "age", "job", "city")
 
 
-def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 48, batch_size: int = 16) -> list[str]:
+def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 48, batch_size: int = 32) -> list[str]:
     """Greedy answers to chat prompts (lists of messages), batched with left padding.
 
     Left padding keeps every prompt's last token next to the first generated one, which batched generation needs.

@@ -1,9 +1,9 @@
 """Measure, log and record runs: W&B without prompts, time and peak memory, the runs/*.json files, resuming.
 
     run = init_wandb("01-sft", config={...})              # online with a key, offline (under runs/) without
-    with measure() as m:                                 # wall time and peak memory (GPU, else process RSS)
+    with measure(model) as m:                            # wall time, peak memory (GPU, else process RSS), FLOPs
         trainer.train(resume_from_checkpoint=last_checkpoint(args.output_dir))
-    write_run("01_sft", profile=..., seconds=m.seconds, peak_memory_mb=m.peak_mb, ...)
+    write_run("01_sft", profile=..., seconds=m.seconds, peak_memory_mb=m.peak_mb, flops=m.flops, ...)
 """
 
 import contextlib
@@ -76,19 +76,99 @@ class Measurement:
     start_mb: float = 0.0
     end_mb: float = 0.0
     peak_mb: float = 0.0
+    flops: float | None = None  # model FLOPs of the block (see FlopCounter), when measure() was given the models
+    train_tokens: int = 0  # positions that went through a model with gradients on (training forward + backward)
+    eval_tokens: int = 0  # positions that went through without gradients (generation, scoring, reference passes)
 
     def __str__(self):
         where = "GPU" if torch.cuda.is_available() else "process RSS"
-        return (f"{self.seconds:.1f} s | memory ({where}): {self.start_mb:.0f} MB before, "
+        text = (f"{self.seconds:.1f} s | memory ({where}): {self.start_mb:.0f} MB before, "
                 f"{self.peak_mb:.0f} MB peak, {self.end_mb:.0f} MB after")
+        if self.flops:
+            text += f" | {self.flops / 1e12:.2f} TFLOP, {self.flops / max(self.seconds, 1e-9) / 1e9:.0f} GFLOP/s"
+        return text
+
+
+def matmul_params(model) -> tuple[int, int]:
+    """(all, trainable) weights of the model's linear layers, in_features x out_features each: the parameters
+    every token multiplies through (the output projection included, embedding look-ups not). 4-bit layers count
+    their logical size."""
+    total = trainable = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear):
+            size = module.in_features * module.out_features
+            total += size
+            trainable += size if module.weight.requires_grad else 0
+    return total, trainable
+
+
+def _token_modules(model) -> list:
+    """The token-embedding layer(s) whose every call marks tokens going through `model`."""
+    for module in model.modules():
+        get = getattr(module, "get_input_embeddings", None)
+        if callable(get):
+            try:
+                embeddings = get()
+            except (NotImplementedError, AttributeError):
+                continue
+            if embeddings is not None:
+                return [embeddings]
+    return [next(m for m in model.modules() if isinstance(m, torch.nn.Embedding))]
+
+
+class FlopCounter:
+    """Model FLOPs, counted from the tokens that go through each model (a hook on its token embeddings).
+
+    A position through a model with N linear-layer weights costs 2N FLOPs forward (a multiply and an add per
+    weight). With gradients on, the backward costs 2N more for the activations' gradients and 2 x (trainable
+    weights) for the weights' own: 6N in all for full fine-tuning, about 4N for LoRA on a frozen model. Attention
+    scores (a few percent at these lengths) and element-wise work are not counted, padded positions are (they are
+    computed), and a forward that gradient checkpointing recomputes is counted once.
+    """
+
+    def __init__(self, *models):
+        self.models = [m for m in models if m is not None]
+        self.flops, self.train_tokens, self.eval_tokens = 0.0, 0, 0
+        self._sizes, self._handles = {}, []
+
+    def _hook(self, model):
+        def count(module, inputs, output):
+            ids = inputs[0] if inputs else None
+            tokens = ids.numel() if isinstance(ids, torch.Tensor) else 0
+            if model not in self._sizes:  # sized at first use: a trainer adds its LoRA layers before training
+                self._sizes[model] = matmul_params(model)
+            total, trainable = self._sizes[model]
+            if torch.is_grad_enabled():
+                self.train_tokens += tokens
+                self.flops += tokens * (4 * total + 2 * trainable)
+            else:
+                self.eval_tokens += tokens
+                self.flops += tokens * 2 * total
+        return count
+
+    def __enter__(self):
+        for model in self.models:
+            for embeddings in _token_modules(model):
+                self._handles.append(embeddings.register_forward_hook(self._hook(model)))
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
 
 
 @contextlib.contextmanager
-def measure(sample_every: float = 0.05):
-    """Wall time and peak memory of the block. On the CPU a thread samples the RSS (no reset-able peak there)."""
+def measure(*models, sample_every: float = 0.05):
+    """Wall time and peak memory of the block. On the CPU a thread samples the RSS (no reset-able peak there).
+
+    Given the models the block runs (the trainer's model, a reward model, ...), it also counts their model FLOPs
+    (`FlopCounter`): m.flops, m.train_tokens, m.eval_tokens.
+    """
     m = Measurement(start_mb=memory_mb())
     m.peak_mb = m.start_mb
     stop = threading.Event()
+    counter = FlopCounter(*models)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     else:
@@ -98,10 +178,13 @@ def measure(sample_every: float = 0.05):
         threading.Thread(target=sample, daemon=True).start()
     start = time.perf_counter()
     try:
-        yield m
+        with counter:
+            yield m
     finally:
         m.seconds = time.perf_counter() - start
         stop.set()
+        if counter.models:
+            m.flops, m.train_tokens, m.eval_tokens = counter.flops, counter.train_tokens, counter.eval_tokens
         m.end_mb = memory_mb()
         if torch.cuda.is_available():
             m.peak_mb = torch.cuda.max_memory_allocated() / 2**20
@@ -109,14 +192,34 @@ def measure(sample_every: float = 0.05):
 
 
 # --------------------------------------------------------------------------------------------- runs/*.json
+def roofline(flops: float | None, seconds: float, precision: str) -> dict:
+    """Achieved FLOP/s of a block and its share of this CPU's measured matrix-product peak in that precision
+    (runs/machine.json, see profiles.measure_cpu_gflops). Empty without a FLOP count; no share on a GPU."""
+    if not flops or seconds <= 0:
+        return {}
+    from .profiles import detect_hardware
+
+    achieved = flops / seconds / 1e9
+    row = {"flops": flops, "gflops_per_s": round(achieved, 1), "precision": precision}
+    peaks = detect_hardware().cpu_gflops
+    if peaks and not torch.cuda.is_available():
+        peak = peaks["bfloat16" if precision in ("bfloat16", "float16") else "float32"]
+        row.update(peak_gflops_per_s=peak, peak_share=round(achieved / peak, 3))
+    return row
+
+
 def write_run(name: str, *, profile, model: str, steps: int, seconds: float, peak_memory_mb: float,
-              before: dict, after: dict, **extra) -> Path:
-    """Write runs/<name>.json: what a training notebook measured, for the tests and the comparison notebook."""
+              before: dict, after: dict, flops: float | None = None, **extra) -> Path:
+    """Write runs/<name>.json: what a training notebook measured, for the tests and the comparison notebook.
+
+    flops: the model FLOPs of the timed block (Measurement.flops); the record then holds the achieved FLOP/s and
+    its share of the machine's measured matrix-product peak in the profile's precision (`roofline`)."""
     record = {
         "name": name, "profile": profile.name, "model": model, "steps": steps,
         "seconds": round(seconds, 2), "peak_memory_mb": round(peak_memory_mb, 1),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-        "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "precision": profile.dtype_name,
+        **roofline(flops, seconds, profile.dtype_name),
         "before": before, "after": after, **extra,
     }
     RUNS.mkdir(parents=True, exist_ok=True)

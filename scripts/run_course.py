@@ -7,6 +7,10 @@
 
 The source notebooks are never written: they keep only the outputs nbval compares (# NBVAL_CHECK_OUTPUT cells).
 Peak memory is the largest resident memory of the kernel and its children, sampled every 0.2 s.
+
+The roofline: each training cell's record (runs/*.json) counts its model FLOPs (helpers.tracking.FlopCounter) and
+divides the achieved FLOP/s by this machine's matrix-product peak in the precision it ran, measured at the start of
+the same run (runs/machine.json, deleted first so that it is fresh). The benchmark keeps them per training cell.
 """
 
 import argparse
@@ -82,6 +86,27 @@ def run_notebook(path: Path, timeout: int) -> dict:
             "ok": error is None, "error": error}
 
 
+def training_cells(notebook: str) -> list[dict]:
+    """The roofline of each training record a notebook wrote (runs/<number>_*.json with a FLOP count)."""
+    rows = []
+    for path in sorted(RUNS.glob(f"{notebook[:2]}_*.json")):
+        record = json.loads(path.read_text())
+        if record.get("flops"):
+            rows.append({key: record.get(key) for key in ("name", "seconds", "steps", "precision", "flops",
+                                                          "gflops_per_s", "peak_gflops_per_s", "peak_share")})
+    return rows
+
+
+def share(row: dict | None) -> str:
+    """'6-14% (bfloat16)': the range of a notebook's training cells' share of the matrix-product peak."""
+    cells = [c for c in (row or {}).get("training_cells", []) if c.get("peak_share") is not None]
+    if not cells:
+        return "—"
+    low, high = min(c["peak_share"] for c in cells), max(c["peak_share"] for c in cells)
+    text = f"{100 * low:.0f}%" if round(100 * low) == round(100 * high) else f"{100 * low:.0f}-{100 * high:.0f}%"
+    return f"{text} ({'/'.join(sorted({c['precision'] for c in cells}))})"
+
+
 def read_benchmark(profile: str) -> dict:
     """benchmarks/<profile>.json as {notebook: row}; a row with "estimate": true was not measured."""
     path = BENCHMARKS / f"{profile}.json"
@@ -99,19 +124,25 @@ def cell(row: dict | None, key: str) -> str:
 def readme_table() -> str:
     """The README's notebook table, from benchmarks/cpu.json (measured) and benchmarks/t4.json (measured or not)."""
     cpu, t4 = read_benchmark("cpu"), read_benchmark("t4")
-    rows = ["| # | notebook | topic | profiles | cpu time | cpu peak memory | T4 time | T4 peak memory |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    rows = ["| # | notebook | topic | profiles | cpu time | cpu peak memory | cpu share of peak | T4 time | "
+            "T4 peak memory |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name in sorted(cpu):
         topic, profiles = CATALOGUE.get(name, ("", ""))
         link = f"[{name}](notebooks/{name}.ipynb)"
         rows.append(f"| {name[:2]} | {link} | {topic} | {profiles} | {cell(cpu[name], 'seconds')} | "
-                    f"{cell(cpu[name], 'peak_memory_mb')} | {cell(t4.get(name), 'seconds')} | "
+                    f"{cell(cpu[name], 'peak_memory_mb')} | {share(cpu[name])} | {cell(t4.get(name), 'seconds')} | "
                     f"{cell(t4.get(name), 'peak_memory_mb')} |")
-    cores = json.loads((BENCHMARKS / "cpu.json").read_text())["cores"]
+    bench = json.loads((BENCHMARKS / "cpu.json").read_text())
+    cores, peaks = bench["cores"], bench.get("matmul_gflops")
     t4_note = ("measured by `make bench COURSE_PROFILE=t4`" if t4 and not any(r.get("estimate") for r in t4.values())
                else "cells marked (est.) are estimates, not measurements: no GPU has run the course yet "
                     "(benchmarks/t4.json and l4.json say how they were made)")
-    return "\n".join(rows) + f"\n\ncpu: measured by `make bench` ({cores} cores). T4: {t4_note}."
+    peak_note = (f" Share of peak: each training cell's model FLOPs per second over this machine's measured "
+                 f"matrix-product peak in the precision it ran (float32 {peaks['float32']:.0f}, bfloat16 "
+                 f"{peaks['bfloat16']:.0f} GFLOP/s), lowest-highest cell; benchmarks/cpu.json has every cell."
+                 if peaks else "")
+    return ("\n".join(rows) + f"\n\ncpu: measured by `make bench` ({cores} cores, {bench.get('precision', 'float32')})."
+            f"{peak_note} T4: {t4_note}.")
 
 
 def write_readme_table() -> None:
@@ -134,16 +165,23 @@ def main():
 
     notebooks = sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")
                        if not args.only or any(p.name.startswith(o) for o in args.only))
+    if args.record:
+        (RUNS / "machine.json").unlink(missing_ok=True)  # measure the matrix-product peak afresh in this run
     results = []
     for path in notebooks:
         print(f"running {path.name} ({profile} profile) ...", flush=True)
         result = run_notebook(path, args.timeout)
+        result["training_cells"] = training_cells(path.stem)
         status = "ok" if result["ok"] else f"FAILED ({result['error']})"
         print(f"  {status} in {result['seconds']:.0f} s, peak memory {result['peak_memory_mb']} MB", flush=True)
         results.append(result)
 
     total = sum(r["seconds"] for r in results)
+    machine = json.loads((RUNS / "machine.json").read_text()) if (RUNS / "machine.json").exists() else {}
+    precisions = sorted({c["precision"] for r in results for c in r["training_cells"]})
     summary = {"profile": profile, "cores": os.cpu_count(), "machine": platform.machine(),
+               "cpu": machine.get("machine"), "matmul_gflops": machine.get("gflops"),
+               "precision": "/".join(precisions) or None,
                "total_seconds": round(total, 1), "notebooks": results}
     RUNS.mkdir(exist_ok=True)
     (RUNS / "course_timing.json").write_text(json.dumps(summary, indent=2) + "\n")

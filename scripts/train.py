@@ -58,7 +58,7 @@ def main(argv=None):
     profile = helpers.select_profile()
     tokenizer = AutoTokenizer.from_pretrained(helpers.model_path(profile.chat_model))
     model = tiny_llama(tokenizer) if args.tiny else AutoModelForCausalLM.from_pretrained(
-        helpers.model_path(profile.chat_model), dtype=profile.dtype)
+        helpers.model_path(profile.chat_model), dtype=profile.weights_dtype)
     # per method: the dataset, the config and trainer classes, and the profile's steps, batch and learning rate
     if args.method == "sft":
         data, config_class, trainer_class = helpers.load_course_dataset("sft"), SFTConfig, SFTTrainer

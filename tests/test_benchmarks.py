@@ -32,3 +32,24 @@ def test_estimates_show_as_estimates_in_the_table():
     assert run_course.cell(rows, "seconds") == "~20 min (est.)"
     assert run_course.cell({**rows, "estimate": False}, "seconds") == "20.0 min"
     assert run_course.cell({**rows, "peak_memory_mb": None}, "peak_memory_mb") == "—"
+
+
+def test_cpu_benchmark_records_the_roofline_of_every_training_cell():
+    bench = json.loads((ROOT / "benchmarks" / "cpu.json").read_text())
+    peaks = bench["matmul_gflops"]
+    assert peaks["float32"] > 0 and peaks["bfloat16"] > 0, "make bench measures the matrix-product peak"
+    for row in bench["notebooks"]:
+        assert row["training_cells"], f"{row['notebook']}: no record with a FLOP count"
+        for cell in row["training_cells"]:
+            achieved = cell["flops"] / cell["seconds"] / 1e9
+            assert abs(cell["gflops_per_s"] - achieved) <= 0.01 * achieved + 0.1, cell
+            assert cell["peak_gflops_per_s"] == peaks["bfloat16" if cell["precision"] == "bfloat16" else "float32"]
+            assert 0 < cell["peak_share"] <= 1, cell  # above 1 would mean a FLOP count that is wrong
+
+
+def test_share_of_peak_shows_the_range_of_a_notebooks_cells():
+    row = {"training_cells": [{"peak_share": 0.061, "precision": "bfloat16"},
+                              {"peak_share": 0.142, "precision": "bfloat16"}]}
+    assert run_course.share(row) == "6-14% (bfloat16)"
+    assert run_course.share({"training_cells": [{"peak_share": 0.3, "precision": "float32"}]}) == "30% (float32)"
+    assert run_course.share(None) == "—"

@@ -4,7 +4,7 @@ import os
 import pytest
 from notebook_records import record
 
-from helpers.profiles import PROFILES
+from helpers.profiles import PROFILES, select_profile
 
 
 @pytest.fixture(scope="module")
@@ -23,6 +23,9 @@ def test_records_say_what_ran(pretrain, sft):
         assert run["profile"] == profile.name
         assert run["steps"] == steps
         assert run["seconds"] > 0 and run["peak_memory_mb"] > 0
+        # the precision the profile chose on this machine (measured, or COURSE_CPU_PRECISION), and its roofline
+        assert run["precision"] == select_profile().dtype_name
+        assert run["flops"] > 0 and 0 < run["peak_share"] <= 1, run
     assert sft["model"] == profile.chat_model
 
 

@@ -117,6 +117,30 @@ def test_compute_dtype_reads_the_4bit_config_and_is_none_in_float32(tiny_folder,
 
 
 # ------------------------------------------------------------------------------------------ fp16 + QLoRA
+def test_a_float32_model_evaluates_in_float32_after_bfloat16_mixed_precision_training(tokenizer, tmp_path):
+    """The cpu profile trains in bf16 mixed precision where the CPU is fast at it. accelerate then wraps the model's
+    forward in a bfloat16 autocast for good, so every evaluation after training (generate, scores, the notebooks'
+    checks against TRL) ran in bfloat16 while the evaluation before it ran in float32."""
+    import trl
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_config(tokenizer))
+    sft = helpers.load_course_dataset("sft")["train"].select(range(4))
+    args = trl.SFTConfig(output_dir=str(tmp_path), use_cpu=True, bf16=True, fp16=False, report_to="none",
+                         per_device_train_batch_size=2, max_steps=1, max_length=64, save_strategy="no", seed=0)
+    trainer = trl.SFTTrainer(model=model, args=args, train_dataset=sft, processing_class=tokenizer)
+    trainer.train()
+    ids = torch.tensor([[1, 5, 9, 200, 31, 7]])
+    with torch.no_grad():
+        as_trained = model(input_ids=ids).logits  # through the wrapper: bfloat16 products
+        float32 = model._original_forward(input_ids=ids).logits
+    assert (as_trained - float32).abs().max() > 1e-4  # the wrapper really computes in bfloat16
+    assert compute_dtype(model) is None  # float32 weights: nothing to autocast to
+    with helpers.evaluating(model):
+        assert_close(model(input_ids=ids).logits, float32, rtol=0, atol=0)
+    assert model(input_ids=ids).logits.dtype == torch.float32 and "_original_forward" in model.__dict__  # given back
+
+
 def trl_trainer(kind, model, tokenizer, tmp_path, fp16):
     """A TRL trainer of `kind` on `model` with LoRA, fp16 mixed precision as the t4 profile sets it."""
     import trl

@@ -1,0 +1,134 @@
+"""The benchmark's roofline: model FLOPs counted from the tokens a model sees, checked against torch's own count of
+the matrix products that ran, and the cpu profile's precision chosen by measurement."""
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import LlamaConfig, LlamaForCausalLM
+
+import helpers
+from helpers.profiles import CPU_PRECISION_ENV, Hardware, cpu_precision, select_profile
+from helpers.tracking import FlopCounter, matmul_params, roofline
+
+MATMULS = {torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.bmm}
+
+
+def tiny_llama(tie=False):
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, tie_word_embeddings=tie)
+    return LlamaForCausalLM(config)
+
+
+def reference_matmul_flops(run) -> int:
+    """FLOPs of the matrix products torch dispatched while `run()` ran (forward and backward)."""
+    with FlopCounterMode(display=False) as mode:
+        run()
+    counts = mode.get_flop_counts()["Global"]
+    return sum(v for op, v in counts.items() if op in MATMULS or getattr(op, "overloadpacket", None) in MATMULS)
+
+
+def test_matmul_params_counts_every_linear_layer_including_the_output_projection():
+    model = tiny_llama()
+    layer = 4 * 64 * 64 + 3 * 64 * 128  # q, k, v, o and the three MLP projections
+    assert matmul_params(model) == (2 * layer + 64 * 256, 2 * layer + 64 * 256)
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_full_fine_tuning_costs_six_flops_per_weight_and_token(tie):
+    model = tiny_llama(tie)
+    ids = torch.randint(0, 256, (3, 10))
+    counter = FlopCounter(model)
+
+    def step():
+        model(input_ids=ids, labels=ids).loss.backward()
+
+    with counter:
+        expected = reference_matmul_flops(step)
+    assert counter.train_tokens == 30 and counter.eval_tokens == 0
+    assert counter.flops == 6 * matmul_params(model)[0] * 30 == expected
+
+
+def test_a_forward_without_gradients_costs_two_flops_per_weight_and_token():
+    model = tiny_llama()
+    ids = torch.randint(0, 256, (2, 7))
+    counter = FlopCounter(model)
+
+    def forward():
+        with torch.no_grad():
+            model(input_ids=ids)
+
+    with counter:
+        expected = reference_matmul_flops(forward)
+    assert counter.eval_tokens == 14 and counter.flops == expected == 2 * matmul_params(model)[0] * 14
+
+
+def test_lora_on_a_frozen_model_costs_about_four_flops_per_weight_and_token():
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(tiny_llama(), LoraConfig(r=4, target_modules="all-linear", lora_dropout=0.0))
+    ids = torch.randint(0, 256, (2, 8))
+    counter = FlopCounter(model)
+    with counter:
+        expected = reference_matmul_flops(lambda: model(input_ids=ids, labels=ids).loss.backward())
+    total, trainable = matmul_params(model)
+    assert trainable < total / 5 and counter.flops == 16 * (4 * total + 2 * trainable)
+    # the count assumes every layer's input needs a gradient; the first layer's projections read the frozen
+    # embeddings and need none, a large share of a 2-layer model, a small one of a 30-layer one
+    assert 0.85 * counter.flops < expected <= counter.flops
+
+
+def test_generation_counts_each_new_token_once_thanks_to_the_kv_cache():
+    model = tiny_llama().eval()
+    ids = torch.randint(1, 256, (2, 5))
+    with helpers.measure(model) as m:
+        out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=4, do_sample=False,
+                             min_new_tokens=4, pad_token_id=0)
+    assert out.shape == (2, 9)
+    assert m.eval_tokens == 2 * 5 + 2 * 3  # the prompts once, then one position per sequence per new token
+    assert m.train_tokens == 0 and m.flops == 2 * matmul_params(model)[0] * m.eval_tokens
+
+
+def test_measure_without_models_counts_nothing():
+    with helpers.measure() as m:
+        pass
+    assert m.flops is None
+
+
+def test_roofline_share_uses_the_peak_of_the_precision_that_ran(monkeypatch):
+    peaks = Hardware(cpu_gflops={"float32": 400.0, "bfloat16": 2000.0})
+    monkeypatch.setattr("helpers.profiles.detect_hardware", lambda: peaks)
+    row = roofline(1e12, 2.0, "bfloat16")  # 500 GFLOP/s
+    assert row["gflops_per_s"] == 500.0 and row["peak_gflops_per_s"] == 2000.0 and row["peak_share"] == 0.25
+    assert roofline(1e12, 2.0, "float32")["peak_share"] == 1.25  # above 1: a sign of a bad count, kept visible
+    assert roofline(None, 2.0, "float32") == {}
+
+
+@pytest.mark.parametrize("gflops, expected", [
+    ({"float32": 440.0, "bfloat16": 2850.0}, "bfloat16"),  # AMX / AVX512-BF16: this CI machine
+    ({"float32": 200.0, "bfloat16": 250.0}, "float32"),  # bfloat16 converted in software: not worth it
+    (None, "float32"),  # not measured (a hand-built Hardware in the tests)
+])
+def test_cpu_precision_is_bfloat16_only_where_measured_clearly_faster(gflops, expected, monkeypatch):
+    monkeypatch.delenv(CPU_PRECISION_ENV, raising=False)
+    hardware = Hardware(cpu_gflops=gflops)
+    assert cpu_precision(hardware)[0] == expected
+    profile = select_profile("cpu", hardware=hardware)
+    assert profile.bf16 == (expected == "bfloat16") and not profile.fp16
+    assert "bfloat16 mixed precision" in helpers.describe(profile, hardware) or expected == "float32"
+
+
+def test_cpu_precision_can_be_forced_and_rejects_typos(monkeypatch):
+    fast = Hardware(cpu_gflops={"float32": 440.0, "bfloat16": 2850.0})
+    monkeypatch.setenv(CPU_PRECISION_ENV, "float32")
+    assert not select_profile("cpu", hardware=fast).bf16
+    assert "set by COURSE_CPU_PRECISION" in helpers.describe(select_profile("cpu", hardware=fast), fast)
+    monkeypatch.setenv(CPU_PRECISION_ENV, "fp16")
+    with pytest.raises(ValueError, match="use auto .measure., float32 or bfloat16"):
+        select_profile("cpu", hardware=fast)
+    monkeypatch.delenv(CPU_PRECISION_ENV)
+    assert not select_profile("cpu", hardware=fast, bf16=False).bf16  # an explicit override wins
+
+
+def test_the_precision_only_changes_on_the_cpu_profile():
+    fast = Hardware(cpu_gflops={"float32": 440.0, "bfloat16": 2850.0})
+    assert select_profile("t4-sim", hardware=fast).fp16 and not select_profile("t4-sim", hardware=fast).bf16
