@@ -1,9 +1,9 @@
 # Two commands for a fresh machine (both install what they need into .venv first):
 #   make course   run every notebook in the cpu profile; executed copies go to runs/executed/
-#   make test     helper tests + every notebook under nbval + learning-effect thresholds (the cpu profile in the
-#                 precision measured fastest here), notebook 01 again in float32 with its thresholds, then every
-#                 notebook again in the t4-sim and l4-sim profiles (a T4's and an L4's settings on the CPU, toy sizes)
-# Others: make test-sim (just the -sim profiles), make test-float32, make bench (course + record runtimes and the
+#   make test     helper tests + every notebook under nbval + learning-effect thresholds (cpu profile, float32),
+#                 notebook 01 again in bfloat16 mixed precision with its thresholds, then every notebook again in
+#                 the t4-sim and l4-sim profiles (a T4's and an L4's settings on the CPU, toy sizes)
+# Others: make test-sim (just the -sim profiles), make test-bf16, make bench (course + record runtimes and the
 # roofline into benchmarks/ and the README), make datasets.
 PYTHON ?= python3
 COURSE_PROFILE ?= cpu
@@ -12,7 +12,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: course test test-sim test-float32 bench datasets install
+.PHONY: course test test-sim test-bf16 bench datasets install
 SIM_PROFILES := t4-sim l4-sim
 
 install: $(STAMP)
@@ -33,14 +33,15 @@ course: $(STAMP)
 test: $(STAMP)
 	rm -rf runs/*.json runs/checkpoints
 	$(BIN)/python -m pytest
-	$(MAKE) test-float32
+	$(MAKE) test-bf16
 	$(MAKE) test-sim
 
-# Where bfloat16 is measured faster the cpu profile trains in it; the float32 path (most laptops) must stay alive:
-# notebook 01 (pre-training and full fine-tuning) runs again in float32, records under runs/float32, thresholds checked.
-test-float32: $(STAMP)
-	rm -rf runs/float32
-	COURSE_CPU_PRECISION=float32 COURSE_RUNS_DIR=$(CURDIR)/runs/float32 \
+# The cpu profile trains in float32 unless COURSE_CPU_PRECISION says otherwise (README, "Precision on a CPU"). The
+# bfloat16 mixed-precision path stays alive: notebook 01 (pre-training, full fine-tuning) runs in it, records under
+# runs/bf16, and its learning-effect thresholds are checked.
+test-bf16: $(STAMP)
+	rm -rf runs/bf16
+	COURSE_CPU_PRECISION=bfloat16 COURSE_RUNS_DIR=$(CURDIR)/runs/bf16 \
 		$(BIN)/python -m pytest tests/test_learning_effects.py -k "pretrain or sft or what_ran"
 
 # Each -sim profile writes its records and checkpoints under runs/sim/<profile>, apart from the cpu ones the tests read.

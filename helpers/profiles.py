@@ -5,9 +5,10 @@ The notebooks never branch on hardware. They read sizes, ids and precision from 
     profile = select_profile()          # auto: GPU name/memory/bf16 support and whether the Hub answers
     COURSE_PROFILE=cpu jupyter ...      # force one (cpu, t4, l4, large, workshop, t4-sim, l4-sim)
 
-`cpu` is what CI and a student without a GPU run: real pretrained models that ship on PyPI, small steps. Its
-precision is chosen by measurement: bfloat16 mixed precision where this CPU multiplies bfloat16 matrices clearly
-faster than float32 (AVX512-BF16 / AMX), float32 elsewhere (`cpu_precision`; force with COURSE_CPU_PRECISION).
+`cpu` is what CI and a student without a GPU run: real pretrained models that ship on PyPI, small steps, float32.
+COURSE_CPU_PRECISION=auto picks bfloat16 mixed precision where this CPU multiplies bfloat16 matrices at least twice
+as fast as float32 (AVX512-BF16 / AMX), =bfloat16 forces it (`cpu_precision`). Not the default: measured on the
+course, it saved no time end to end and changed what notebook 05's PPO run shows (README, "Precision on a CPU").
 The GPU profiles use Hub models sized for the card. T4s have no bfloat16, so `t4` trains in float16.
 `t4-sim` and `l4-sim` run a GPU profile's settings (float16 / bfloat16 mixed precision, 4-bit NF4 loading with that
 compute dtype, gradient checkpointing, the paged 8-bit optimizer) on the CPU at toy sizes, so that CI reaches the
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 import torch
 
 PROFILE_ENV = "COURSE_PROFILE"
-CPU_PRECISION_ENV = "COURSE_CPU_PRECISION"  # auto (measure), float32 or bfloat16: the cpu profile's precision
+CPU_PRECISION_ENV = "COURSE_CPU_PRECISION"  # float32 (default), bfloat16, or auto (measure): the cpu profile's
 BF16_SPEEDUP_NEEDED = 2.0  # bfloat16 mixed precision only where its matrix products are at least this much faster
 
 
@@ -347,11 +348,14 @@ def measure_cpu_gflops() -> dict:
 
 
 def cpu_precision(hardware: "Hardware") -> tuple[str, str]:
-    """("bfloat16" or "float32", why) for training on this CPU: $COURSE_CPU_PRECISION, else measured."""
-    forced = os.environ.get(CPU_PRECISION_ENV, "auto").strip().lower()
+    """("bfloat16" or "float32", why) for training on this CPU: $COURSE_CPU_PRECISION (float32 when unset), and
+    with auto the measured choice."""
+    forced = os.environ.get(CPU_PRECISION_ENV, "float32").strip().lower() or "float32"
     if forced not in ("auto", "float32", "bfloat16"):
-        raise ValueError(f"{CPU_PRECISION_ENV}={forced!r}: use auto (measure), float32 or bfloat16.")
+        raise ValueError(f"{CPU_PRECISION_ENV}={forced!r}: use float32 (the default), bfloat16 or auto (measure).")
     if forced != "auto":
+        if CPU_PRECISION_ENV not in os.environ:
+            return "float32", f"the default; {CPU_PRECISION_ENV}=auto measures whether bfloat16 pays here"
         return forced, f"set by {CPU_PRECISION_ENV}"
     speedup = hardware.cpu_bf16_speedup
     if speedup is None:

@@ -108,8 +108,8 @@ def test_roofline_share_uses_the_peak_of_the_precision_that_ran(monkeypatch):
     ({"float32": 200.0, "bfloat16": 250.0}, "float32"),  # bfloat16 converted in software: not worth it
     (None, "float32"),  # not measured (a hand-built Hardware in the tests)
 ])
-def test_cpu_precision_is_bfloat16_only_where_measured_clearly_faster(gflops, expected, monkeypatch):
-    monkeypatch.delenv(CPU_PRECISION_ENV, raising=False)
+def test_auto_cpu_precision_is_bfloat16_only_where_measured_clearly_faster(gflops, expected, monkeypatch):
+    monkeypatch.setenv(CPU_PRECISION_ENV, "auto")
     hardware = Hardware(cpu_gflops=gflops)
     assert cpu_precision(hardware)[0] == expected
     profile = select_profile("cpu", hardware=hardware)
@@ -117,15 +117,21 @@ def test_cpu_precision_is_bfloat16_only_where_measured_clearly_faster(gflops, ex
     assert "bfloat16 mixed precision" in helpers.describe(profile, hardware) or expected == "float32"
 
 
-def test_cpu_precision_can_be_forced_and_rejects_typos(monkeypatch):
+def test_cpu_precision_is_float32_unless_asked_and_rejects_typos(monkeypatch):
     fast = Hardware(cpu_gflops={"float32": 440.0, "bfloat16": 2850.0})
+    monkeypatch.delenv(CPU_PRECISION_ENV, raising=False)
+    assert not select_profile("cpu", hardware=fast).bf16  # the default, even where bfloat16 is fast
+    described = helpers.describe(select_profile("cpu", hardware=fast), fast)
+    assert "float32 (the default; COURSE_CPU_PRECISION=auto" in described
+    monkeypatch.setenv(CPU_PRECISION_ENV, "bfloat16")
+    assert select_profile("cpu", hardware=Hardware()).bf16  # forced, measured or not
     monkeypatch.setenv(CPU_PRECISION_ENV, "float32")
     assert not select_profile("cpu", hardware=fast).bf16
     assert "set by COURSE_CPU_PRECISION" in helpers.describe(select_profile("cpu", hardware=fast), fast)
     monkeypatch.setenv(CPU_PRECISION_ENV, "fp16")
-    with pytest.raises(ValueError, match="use auto .measure., float32 or bfloat16"):
+    with pytest.raises(ValueError, match=r"use float32 \(the default\), bfloat16 or auto \(measure\)"):
         select_profile("cpu", hardware=fast)
-    monkeypatch.delenv(CPU_PRECISION_ENV)
+    monkeypatch.setenv(CPU_PRECISION_ENV, "auto")
     assert not select_profile("cpu", hardware=fast, bf16=False).bf16  # an explicit override wins
 
 
