@@ -304,16 +304,25 @@ class Hardware:
         return self.cpu_gflops["bfloat16"] / self.cpu_gflops["float32"]
 
 
-def matmul_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 3) -> float:
-    """The best of `repeats` timings of one size x size matrix product in `dtype`, in GFLOP/s (2 size^3 FLOPs)."""
-    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
-    a @ b  # the first call picks and prepares the kernel (oneDNN / AMX)
-    best = float("inf")
-    for _ in range(repeats):
+def matmul_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 3, budget_s: float = 0.2) -> float:
+    """Matrix-product speed in `dtype`, GFLOP/s (2 n^3 FLOPs for n x n): the best of `repeats` timings at n = `size`,
+    or at a smaller n where a slow kernel (bfloat16 converted in software on an older CPU) would take much longer
+    than `budget_s` in all, so that start-up stays short on any machine."""
+    n = 256
+    while True:
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        a @ b  # the first call picks and prepares the kernel (oneDNN / AMX)
+        start = time.perf_counter()
+        a @ b
+        best = time.perf_counter() - start
+        if n >= size or 8 * repeats * best > budget_s:  # the next size up takes 8x as long
+            break
+        n *= 2
+    for _ in range(repeats - 1):
         start = time.perf_counter()
         a @ b
         best = min(best, time.perf_counter() - start)
-    return 2 * size**3 / best / 1e9
+    return 2 * n**3 / best / 1e9
 
 
 def _machine_key() -> str:
@@ -340,7 +349,7 @@ def measure_cpu_gflops() -> dict:
     gflops = {"float32": round(matmul_gflops(torch.float32), 1), "bfloat16": round(matmul_gflops(torch.bfloat16), 1)}
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        cache.write_text(json.dumps({"machine": key, "gflops": gflops, "matmul": "2048 x 2048, best of 3"},
+        cache.write_text(json.dumps({"machine": key, "gflops": gflops, "matmul": "n x n up to 2048, best of 3"},
                                     indent=2) + "\n")
     except OSError:
         pass

@@ -138,3 +138,11 @@ def test_cpu_precision_is_float32_unless_asked_and_rejects_typos(monkeypatch):
 def test_the_precision_only_changes_on_the_cpu_profile():
     fast = Hardware(cpu_gflops={"float32": 440.0, "bfloat16": 2850.0})
     assert select_profile("t4-sim", hardware=fast).fp16 and not select_profile("t4-sim", hardware=fast).bf16
+
+
+def test_the_matmul_probe_measures_fast_and_slow_kernels():
+    from helpers.profiles import matmul_gflops
+
+    assert matmul_gflops(torch.float32, size=512) > 1
+    # float16 has no fast CPU kernel here (about 1 GFLOP/s): the probe sizes itself down instead of taking minutes
+    assert matmul_gflops(torch.float16, budget_s=0.05) > 0
