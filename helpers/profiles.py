@@ -38,7 +38,7 @@ class Profile:
     name: str
     description: str
     needs_gpu: bool
-    # precision: exactly one of bf16/fp16 on a GPU; on the CPU float32, or bf16 where measured faster (cpu_precision)
+    # precision: one of bf16/fp16 on a GPU; on the CPU float32, or bf16 as COURSE_CPU_PRECISION says (cpu_precision)
     bf16: bool
     fp16: bool
     load_in_4bit: bool
@@ -338,7 +338,9 @@ def _machine_key() -> str:
 def measure_cpu_gflops() -> dict:
     """float32 and bfloat16 matrix-product speed of this CPU (about half a second), cached in
     runs/machine.json so that every notebook of a run (and the benchmark) sees the same numbers and precision."""
-    cache = Path(os.environ.get("COURSE_RUNS_DIR", Path(__file__).resolve().parents[1] / "runs")) / "machine.json"
+    from .tracking import RUNS  # (tracking imports this module's detect_hardware only inside a function)
+
+    cache = RUNS / "machine.json"
     key = _machine_key()
     try:
         cached = json.loads(cache.read_text())
@@ -468,7 +470,7 @@ def describe(profile: Profile, hardware: Hardware | None = None) -> str:
     """A short, machine-path-free summary for the top of a notebook."""
     hardware = hardware or detect_hardware()
     device = f"{hardware.gpu_name} ({hardware.gpu_memory_gb:.0f} GB)" if hardware.has_gpu else "CPU"
-    precision = "bfloat16" if profile.bf16 else "float16" if profile.fp16 else "float32"
+    precision = profile.dtype_name
     if profile.name == "cpu":
         chosen, why = cpu_precision(hardware)
         precision = ("bfloat16 mixed precision (float32 master weights)" if profile.bf16 else "float32") + (

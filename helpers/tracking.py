@@ -102,8 +102,8 @@ def matmul_params(model) -> tuple[int, int]:
     return total, trainable
 
 
-def _token_modules(model) -> list:
-    """The token-embedding layer(s) whose every call marks tokens going through `model`."""
+def _token_embeddings(model) -> torch.nn.Module:
+    """The token-embedding layer whose every call marks tokens going through `model`."""
     for module in model.modules():
         get = getattr(module, "get_input_embeddings", None)
         if callable(get):
@@ -112,8 +112,8 @@ def _token_modules(model) -> list:
             except (NotImplementedError, AttributeError):
                 continue
             if embeddings is not None:
-                return [embeddings]
-    return [next(m for m in model.modules() if isinstance(m, torch.nn.Embedding))]
+                return embeddings
+    return next(m for m in model.modules() if isinstance(m, torch.nn.Embedding))
 
 
 class FlopCounter:
@@ -148,8 +148,7 @@ class FlopCounter:
 
     def __enter__(self):
         for model in self.models:
-            for embeddings in _token_modules(model):
-                self._handles.append(embeddings.register_forward_hook(self._hook(model)))
+            self._handles.append(_token_embeddings(model).register_forward_hook(self._hook(model)))
         return self
 
     def __exit__(self, *exc):
@@ -200,7 +199,7 @@ def roofline(flops: float | None, seconds: float, precision: str) -> dict:
     from .profiles import detect_hardware
 
     achieved = flops / seconds / 1e9
-    row = {"flops": flops, "gflops_per_s": round(achieved, 1), "precision": precision}
+    row = {"flops": flops, "gflops_per_s": round(achieved, 1)}
     peaks = detect_hardware().cpu_gflops
     if peaks and not torch.cuda.is_available():
         peak = peaks["bfloat16" if precision in ("bfloat16", "float16") else "float32"]

@@ -118,9 +118,10 @@ def test_compute_dtype_reads_the_4bit_config_and_is_none_in_float32(tiny_folder,
 
 # ------------------------------------------------------------------------------------------ fp16 + QLoRA
 def test_a_float32_model_evaluates_in_float32_after_bfloat16_mixed_precision_training(tokenizer, tmp_path):
-    """The cpu profile trains in bf16 mixed precision where the CPU is fast at it. accelerate then wraps the model's
-    forward in a bfloat16 autocast for good, so every evaluation after training (generate, scores, the notebooks'
-    checks against TRL) ran in bfloat16 while the evaluation before it ran in float32."""
+    """With COURSE_CPU_PRECISION=bfloat16 (or auto where the CPU is fast at it) the cpu profile trains float32 weights
+    in bf16 mixed precision. accelerate then wraps the model's forward in a bfloat16 autocast for good, so every
+    evaluation after training (generate, scores, the notebooks' checks against TRL) ran in bfloat16 while the
+    evaluation before it ran in float32."""
     import trl
 
     torch.manual_seed(0)
