@@ -1,22 +1,23 @@
 """Thin helpers for the fine-tuning course: profiles, loading, logging, plotting, checks and the small
 from-scratch pieces the notebooks teach. They never hide the library call a notebook is teaching."""
 
-from . import embeddings, lora, losses, memory, nf4, precision
+from . import embeddings, lora, losses, memory, nf4, precision, stats
 from .data import check_format, load_course_dataset
 from .models import check_4bit_support, keep_4bit_trainable_on_cpu, model_path
 from .plots import plot_before_after, plot_history
 from .precision import check_fp16_trainable, compute_dtype, evaluating, fp16_safe
 from .profiles import PROFILES, Hardware, Profile, describe, detect_hardware, select_profile
-from .tasks import (answer_logps, brevity_reward, correctness_reward, extraction_scores, generate, parse_json_object,
-                    preference_logps, reward_scores)
+from .tasks import (answer_logps, answer_mask, brevity_reward, correctness_reward, extraction_scores, fact_value,
+                    form_reward, generate, gold_reward, parse_json_object, preference_logps, requested_form,
+                    reward_scores)
 from .tracking import (init_wandb, last_checkpoint, measure, memory_mb, oom_advice, read_run, report_to,
-                       trained_adapter, write_run)
+                       trained_adapter, training_cost, write_run)
 
 __all__ = [
-    "PROFILES", "Hardware", "Profile", "answer_logps", "brevity_reward", "correctness_reward", "check_4bit_support", "check_format", "check_fp16_trainable", "compute_dtype",
+    "PROFILES", "Hardware", "Profile", "answer_logps", "answer_mask", "brevity_reward", "correctness_reward", "check_4bit_support", "check_format", "check_fp16_trainable", "compute_dtype",
     "describe", "detect_hardware", "evaluating", "fp16_safe",
-    "embeddings", "extraction_scores", "generate", "init_wandb", "keep_4bit_trainable_on_cpu", "last_checkpoint",
+    "embeddings", "extraction_scores", "fact_value", "form_reward", "generate", "gold_reward", "init_wandb", "keep_4bit_trainable_on_cpu", "last_checkpoint",
     "load_course_dataset", "lora", "losses", "measure", "memory", "memory_mb", "model_path", "nf4", "oom_advice",
-    "parse_json_object", "plot_before_after", "precision", "preference_logps", "plot_history", "read_run", "report_to", "reward_scores",
-    "select_profile", "trained_adapter", "write_run",
+    "parse_json_object", "plot_before_after", "precision", "preference_logps", "plot_history", "read_run", "report_to", "requested_form", "reward_scores",
+    "select_profile", "stats", "trained_adapter", "training_cost", "write_run",
 ]

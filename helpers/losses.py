@@ -12,6 +12,8 @@ Each one is checked against the library's own computation on the same tensors (t
 Shapes: B = examples (or completions), T = completion tokens, G = completions per prompt (group size).
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -58,18 +60,23 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
     return losses, chosen_rewards.detach(), rejected_rewards.detach()
 
 
+def log1mexp(x: torch.Tensor) -> torch.Tensor:
+    """log(1 - exp(x)) for x < 0, without cancellation: log1p(-exp(x)) loses all precision as x -> 0 (p -> 1, where
+    exp(x) rounds to 1), log(-expm1(x)) as x -> -inf; switch at x = -log 2 (Maechler, 2012), as TRL's ORPO does."""
+    return torch.where(x < -math.log(2), torch.log1p(-torch.exp(x)), torch.log(-torch.expm1(x)))
+
+
 def orpo_loss(chosen_logps: torch.Tensor, rejected_logps: torch.Tensor,
               beta: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
     """ORPO's odds-ratio term, per example (ORPO's full loss adds the usual NLL of the chosen answer).
 
     chosen_logps, rejected_logps: (B,) *average* per-token log-probs, so exp() of them is a probability p.
-    odds(p) = p / (1 - p); log odds ratio = log odds(chosen) - log odds(rejected), with
-    log(1 - p) = log(1 - exp(logp)) computed stably by log1p(-exp(logp)).
+    odds(p) = p / (1 - p); log odds ratio = log odds(chosen) - log odds(rejected), with log(1 - p) from
+    `log1mexp` (stable for p near 0 and near 1).
     Returns (losses, log_odds_ratio), each (B,): losses = -beta * log sigmoid(log odds ratio).
     No reference model: the NLL term keeps the model anchored instead.
     """
-    log_odds_ratio = (chosen_logps - rejected_logps) - (torch.log1p(-torch.exp(chosen_logps))
-                                                        - torch.log1p(-torch.exp(rejected_logps)))
+    log_odds_ratio = (chosen_logps - rejected_logps) - (log1mexp(chosen_logps) - log1mexp(rejected_logps))
     losses = -beta * F.logsigmoid(log_odds_ratio)
     return losses, log_odds_ratio.detach()
 

@@ -75,7 +75,8 @@ def lora_run_estimate(model_id: str, profile, sequences: int, seq_len: int | Non
     embedding = shape["vocab"] * shape["hidden"] * (1 if shape["tied"] else 2)
     four_bit = profile.load_in_4bit
     return training_memory_gb(
-        params=shape["params"], trainable=lora_params(shape, profile.lora_r), weight_bits=4 if four_bit else 16,
+        params=shape["params"], trainable=lora_params(shape, profile.lora_r),
+        weight_bits=4 if four_bit else 8 * profile.weights_dtype.itemsize,  # float32 on the cpu profile: 4 bytes
         unquantized_params=embedding if four_bit else 0, output_params=shape["vocab"] * shape["hidden"],
         activation_bytes=4 if profile.dtype == torch.float32 else 2,
         batch_size=sequences, seq_len=seq_len or profile.max_length,

@@ -10,14 +10,16 @@ from .precision import evaluating
 PERSON_FIELDS = ("name", "age", "job", "city")
 
 
-def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 48, batch_size: int = 32) -> list[str]:
+def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 48, batch_size: int = 32,
+             return_truncated: bool = False):
     """Greedy answers to chat prompts (lists of messages), batched with left padding.
 
     Left padding keeps every prompt's last token next to the first generated one, which batched generation needs.
-    Works in any state a trainer leaves the model in (see `evaluating`).
+    Works in any state a trainer leaves the model in (see `evaluating`). With return_truncated=True it returns
+    (answers, truncated): truncated[i] is True where answer i hit max_new_tokens before its end token (`answer_mask`).
     """
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    answers = []
+    answers, truncated = [], []
     try:
         with evaluating(model):
             for start in range(0, len(prompts), batch_size):
@@ -28,9 +30,27 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 
                                         pad_token_id=tokenizer.pad_token_id)
                 new_tokens = output[:, batch["input_ids"].shape[1]:]  # (batch, new) - drop the prompt
                 answers += [a.strip() for a in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+                truncated += answer_mask(new_tokens, tokenizer.eos_token_id)[1].tolist()
     finally:
         tokenizer.padding_side = padding_side
-    return answers
+    return (answers, truncated) if return_truncated else answers
+
+
+def answer_mask(answer_ids: torch.Tensor, eos_token_id) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which generated tokens belong to each answer, and which answers never ended.
+
+    answer_ids: (B, T) the generated tokens only, padded after an answer's end with a pad token that may equal the
+    end token (SmolLM2 pads with <|im_end|>). eos_token_id: an id or a list of ids.
+    Returns mask (B, T) float: 1 up to and including the first end token (everything where none occurs), and
+    truncated (B,) bool: True only where no end token occurs, i.e. the answer was cut off at T tokens. Counting
+    mask.sum(1) == T instead marks the longest properly finished answer of every batch as cut off: generation stops
+    when the last answer ends, so its end token sits in the last column.
+    """
+    ids = torch.as_tensor(eos_token_id if isinstance(eos_token_id, (list, tuple)) else [eos_token_id],
+                          device=answer_ids.device)
+    ended = torch.isin(answer_ids, ids).int()
+    mask = ((ended.cumsum(1) - ended) == 0).float()  # nothing after the first end token
+    return mask, ended.sum(1) == 0
 
 
 def parse_json_object(text: str) -> dict | None:
@@ -146,14 +166,58 @@ def completion_text(completion) -> str:
     return completion if isinstance(completion, str) else completion[-1]["content"]
 
 
-def correctness_reward(completions, answer, **kwargs) -> list[float]:
-    """1.0 where the completion states the right value (`answer`, a dataset column) as a whole word, else 0.0.
+def fact_value(fact: str) -> str:
+    """The value of a fact without its unit: "52 euros" -> "52", "25 hours" -> "25", "Ghana" -> "Ghana"."""
+    number = re.fullmatch(r"(\d+(?:\.\d+)?)\s+[^\W\d]+", fact.strip())
+    return number.group(1) if number else fact.strip()
 
-    TRL's GRPOTrainer calls reward functions with the completions and every other dataset column as keyword
-    lists, one entry per completion. "52" must not match "520" or "1952", hence the word boundaries.
+
+def correctness_reward(completions, answer, unit: bool = False, **kwargs) -> list[float]:
+    """1.0 where the completion states the right value as a whole word, else 0.0: the course's one fact checker.
+
+    `answer` (a dataset column, one per completion) may carry a unit ("52 euros"): the check is on the value
+    ("52"), so "It costs 52." is right and "520" or "1952" are not (word boundaries). unit=True also requires the
+    unit ("52 euros"), a stricter count reported beside it. TRL's GRPOTrainer calls reward functions with the
+    completions and every other dataset column as keyword lists.
     """
+    wanted = [value.strip() if unit else fact_value(value) for value in answer]
     return [1.0 if re.search(rf"(?<![\w.]){re.escape(value)}(?![\w])", completion_text(c), re.IGNORECASE) else 0.0
-            for c, value in zip(completions, answer)]
+            for c, value in zip(completions, wanted)]
+
+
+def requested_form(prompt) -> str:
+    """"sentence" or "value": the answer form the question asks for (the preference and RL datasets' wordings)."""
+    question = (prompt[-1]["content"] if isinstance(prompt, list) else prompt).lower()
+    return "sentence" if "sentence" in question.split("question:")[-1].replace("no sentence", "") else "value"
+
+
+def form_reward(completions, prompts, answer, **kwargs) -> list[float]:
+    """1.0 where the completion has the form the question asks for, else 0.0 (`prompts`: the chat prompts, the
+    keyword TRL's GRPOTrainer passes them under).
+
+    "value": nothing but the value, with or without its unit and a final full stop ("52 euros", "52", "Ghana.").
+    "sentence": one sentence of at least four words that ends with a full stop ("The Pico K2 is made in Ghana.").
+    """
+    rewards = []
+    for c, p, fact in zip(completions, prompts, answer):
+        text = completion_text(c).strip()
+        if requested_form(p) == "value":
+            ok = text.rstrip(".").strip().lower() in {fact.strip().lower(), fact_value(fact).lower()}
+        else:
+            ends = re.findall(r"[.!?](?=\s|$)", text)
+            ok = len(text.split()) >= 4 and len(ends) == 1 and text.endswith((".", "!"))
+        rewards.append(1.0 if ok else 0.0)
+    return rewards
+
+
+def gold_reward(completions, prompts, answer, **kwargs) -> list[float]:
+    """The gold judge: 1.0 where the answer has the requested form AND states the right fact, else 0.0.
+
+    Computable exactly on this task, unlike the reward model (a proxy learned from pairs that never show a wrong
+    fact): the gap between the two is what a policy that optimises the proxy can exploit.
+    """
+    return [f * c for f, c in zip(form_reward(completions, prompts, answer),
+                                  correctness_reward(completions, answer))]
 
 
 def brevity_reward(completions, **kwargs) -> list[float]:

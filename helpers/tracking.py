@@ -11,7 +11,7 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -79,6 +79,10 @@ class Measurement:
     flops: float | None = None  # model FLOPs of the block (see FlopCounter), when measure() was given the models
     train_tokens: int = 0  # positions that went through a model with gradients on (training forward + backward)
     eval_tokens: int = 0  # positions that went through without gradients (generation, scoring, reference passes)
+    resumed: bool = False  # training_cost: this session resumed from a checkpoint
+    complete: bool = True  # training_cost: every session that trained is on record
+    sessions: list = field(default_factory=list)  # training_cost: one entry per session of this training
+    steps_this_session: int | None = None
 
     def __str__(self):
         where = "GPU" if torch.cuda.is_available() else "process RSS"
@@ -207,20 +211,76 @@ def roofline(flops: float | None, seconds: float, precision: str) -> dict:
     return row
 
 
-def write_run(name: str, *, profile, model: str, steps: int, seconds: float, peak_memory_mb: float,
-              before: dict, after: dict, flops: float | None = None, **extra) -> Path:
+def checkpoint_step(checkpoint) -> int:
+    """The step a checkpoint-N folder (or its path, or a step) holds; 0 for None (a fresh run)."""
+    if checkpoint is None:
+        return 0
+    if isinstance(checkpoint, int):
+        return checkpoint
+    return int(Path(checkpoint).name.rsplit("-", 1)[-1])
+
+
+def training_cost(cost: Measurement, output_dir: str | Path, resumed_from, steps: int) -> Measurement:
+    """What the training in `output_dir` cost over all its sessions, not only this one.
+
+    cost: this session's `measure`; resumed_from: what `last_checkpoint` returned (a checkpoint, a step or None);
+    steps: the step training ended at. A rerun resumes from the final checkpoint and trains 0 steps, so its own
+    seconds and memory say nothing about training. Each session's cost is kept in
+    `<output_dir>/training_cost.json` next to the checkpoints; the result sums seconds and FLOPs over the sessions
+    that trained and takes the largest peak memory of theirs. It carries `resumed` (this session did not train
+    every step), `complete` (False when a session whose cost nobody wrote, e.g. one whose kernel died, trained
+    steps before `resumed_from`: the totals then cover only the sessions on record), `sessions` and
+    `steps_this_session`.
+    """
+    start = checkpoint_step(resumed_from)
+    ledger = Path(output_dir) / "training_cost.json"
+    earlier = json.loads(ledger.read_text()) if ledger.exists() else []
+    earlier = [s for s in earlier if s["steps"] > 0 and s["from_step"] + s["steps"] <= start]
+    if sum(s["steps"] for s in earlier) != start:  # steps before `start` that no session on record trained
+        earlier = [{"from_step": 0, "steps": start, "seconds": None, "peak_mb": None, "flops": None}]
+    complete = all(s["seconds"] is not None for s in earlier)
+    this = {"from_step": start, "steps": max(steps - start, 0), "seconds": round(cost.seconds, 2),
+            "peak_mb": round(cost.peak_mb, 1), "flops": cost.flops}
+    sessions = earlier + [this]
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    ledger.write_text(json.dumps(sessions, indent=1) + "\n")
+    trained = [s for s in sessions if s["steps"] > 0 and s["seconds"] is not None] or [this]
+    flops = [s["flops"] for s in trained]
+    return Measurement(seconds=sum(s["seconds"] for s in trained), start_mb=cost.start_mb, end_mb=cost.end_mb,
+                       peak_mb=max(s["peak_mb"] for s in trained), flops=sum(flops) if all(flops) else None,
+                       train_tokens=cost.train_tokens, eval_tokens=cost.eval_tokens, resumed=start > 0,
+                       complete=complete, sessions=sessions, steps_this_session=this["steps"])
+
+
+def write_run(name: str, *, profile, model: str, steps: int, before: dict, after: dict, cost=None,
+              seconds: float | None = None, peak_memory_mb: float | None = None, flops: float | None = None,
+              **extra) -> Path:
     """Write runs/<name>.json: what a training notebook measured, for the tests and the comparison notebook.
 
-    flops: the model FLOPs of the timed block (Measurement.flops); the record then holds the achieved FLOP/s and
-    its share of the machine's measured matrix-product peak in the profile's precision (`roofline`)."""
+    cost: the training's `Measurement` (from `training_cost`, so that a resumed run records what training cost),
+    or a list of them for a record that sums several runs; or pass seconds, peak_memory_mb and flops directly
+    (a notebook that trains nothing). The record says whether any run was `resumed` and whether the cost is
+    complete (`cost_complete`, see `training_cost`); with FLOPs it holds the achieved FLOP/s and its share of the
+    machine's measured matrix-product peak in the profile's precision (`roofline`)."""
+    costs = list(cost) if isinstance(cost, (list, tuple)) else [cost] if cost is not None else []
+    if cost is not None:  # an empty list: nothing trained (yet)
+        seconds = sum(c.seconds for c in costs)
+        peak_memory_mb = max((c.peak_mb for c in costs), default=0.0)
+        flops = sum(c.flops for c in costs) if costs and all(c.flops for c in costs) else None
+    if seconds is None or peak_memory_mb is None:
+        raise ValueError(f"write_run('{name}'): pass cost=<the training's Measurement> (or seconds= and "
+                         "peak_memory_mb=).")
     record = {
         "name": name, "profile": profile.name, "model": model, "steps": steps,
         "seconds": round(seconds, 2), "peak_memory_mb": round(peak_memory_mb, 1),
+        "resumed": any(c.resumed for c in costs), "cost_complete": all(c.complete for c in costs),
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "precision": profile.dtype_name,
         **roofline(flops, seconds, profile.dtype_name),
         "before": before, "after": after, **extra,
     }
+    if any(c.sessions for c in costs):
+        record["sessions"] = [c.sessions for c in costs] if len(costs) > 1 else costs[0].sessions
     RUNS.mkdir(parents=True, exist_ok=True)
     path = RUNS / f"{name}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")

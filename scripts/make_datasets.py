@@ -389,7 +389,7 @@ DATASHEETS = {
                     "(colour, country, year, price, battery) and a question about one of them. The user asks for "
                     "either just the value or a full sentence (3 wordings each). `chosen` gives the fact the way "
                     "the user asked, `rejected` gives the same, correct fact the other way, so only following the "
-                    "request separates them. The starting model prefers the short answer whatever was asked, so "
+                    "request separates them. The starting model prefers the full sentence whatever was asked, so "
                     "it starts near chance (notebook 06 measures it). Both answers are always correct: a reward "
                     "model trained on these pairs never sees a wrong fact, which notebook 05 uses to show reward "
                     "hacking.",

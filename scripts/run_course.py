@@ -43,7 +43,8 @@ CATALOGUE = {
     "06_dpo": ("DPO from scratch and with TRL, a beta sweep", "cpu, t4, l4, large"),
     "07_orpo": ("ORPO (no reference model) vs DPO, with an SFT-only control", "cpu, t4, l4, large"),
     "08_grpo": ("GRPO with verifiable rewards (correctness + format)", "cpu, t4, l4, large"),
-    "09_comparison": ("SFT, DPO, ORPO, PPO and GRPO compared: one table, one judge", "cpu, t4, l4, large"),
+    "09_comparison": ("SFT, DPO, ORPO, PPO and GRPO compared: a proxy and a gold judge, with intervals",
+                      "cpu, t4, l4, large"),
 }
 
 

@@ -1,11 +1,15 @@
 """Notebook 09: its table's cost columns equal the records notebooks 05-08 wrote (nothing retyped), the adapters it
-reloads reproduce what their notebooks measured, and on the `cpu` profile every claim of its decision guide holds."""
+reloads reproduce what their notebooks measured on the dev pairs, every quality value carries its interval over the
+test prompts, and each claim of its decision guide is read from its intervals."""
 import pytest
 from notebook_records import record
 
+from helpers import stats
 from helpers.profiles import PROFILES
 
 COSTS = ("trainable params", "steps", "training seconds", "peak memory (MB)", "models in memory")
+QUALITY = ("reward-model score", "win rate vs start", "gold", "gold win rate vs start", "right fact",
+           "preference accuracy", "mean words", "truncated")
 
 
 @pytest.fixture(scope="module")
@@ -20,17 +24,16 @@ def sources():
 
 def test_cost_columns_equal_the_records(comparison, sources):
     rm, ppo, dpo, orpo, grpo = sources.values()
-    expected = {  # method -> trainable params, steps, training seconds, peak memory, models in memory
+    expected = {  # method -> trainable params, steps, training seconds, peak memory, copies of the weights
         "SFT on chosen": (orpo["trainable_params"], orpo["steps"], orpo["sft_only_seconds"],
-                          orpo["sft_only_peak_memory_mb"], len(orpo["models_in_memory"])),
-        "DPO": (dpo["trainable_params"], dpo["steps"], dpo["seconds"], dpo["peak_memory_mb"],
-                len(dpo["models_in_memory"])),
+                          orpo["sft_only_peak_memory_mb"], orpo["weight_copies"]),
+        "DPO": (dpo["trainable_params"], dpo["steps"], dpo["seconds"], dpo["peak_memory_mb"], dpo["weight_copies"]),
         "ORPO": (orpo["trainable_params"], orpo["steps"], orpo["seconds"], orpo["peak_memory_mb"],
-                 len(orpo["models_in_memory"])),
-        "PPO": (rm["trainable_params"] + ppo["trainable_params"], ppo["steps"], rm["seconds"] + ppo["seconds"],
-                max(rm["peak_memory_mb"], ppo["peak_memory_mb"]), len(ppo["models_in_memory"])),
+                 orpo["weight_copies"]),
+        # PPO's own run; its reward model's training is shown apart (reward_model_cost)
+        "PPO": (ppo["trainable_params"], ppo["steps"], ppo["seconds"], ppo["peak_memory_mb"], ppo["weight_copies"]),
         "GRPO": (grpo["trainable_params"], grpo["steps"], grpo["seconds"], grpo["peak_memory_mb"],
-                 len(grpo["models_in_memory"])),
+                 grpo["weight_copies"]),
     }
     table = comparison["table"]
     for method, values in expected.items():
@@ -38,35 +41,72 @@ def test_cost_columns_equal_the_records(comparison, sources):
             assert table[method][column] == pytest.approx(value), (method, column)
         assert table[method]["seconds per step"] == pytest.approx(values[2] / values[1]), method
     assert all(table["start (SFT model)"][column] is None for column in COSTS)  # it did not train here
+    assert comparison["reward_model_cost"]["training seconds"] == pytest.approx(rm["seconds"])
     assert comparison["needs"]["PPO"] == ", ".join(ppo["models_in_memory"])
+    # the adapter-off reference is counted the same way everywhere: no method holds a copy for it
+    assert [table[m]["models in memory"] for m in ("DPO", "ORPO", "GRPO", "PPO")] == [1, 1, 1, 2]
 
 
 def test_reloaded_adapters_and_judge_reproduce_their_notebooks(comparison, sources):
-    table = comparison["table"]
-    assert table["DPO"]["preference accuracy"] == pytest.approx(sources["06_dpo"]["after"]["preference_accuracy"],
-                                                                abs=0.051)  # one pair of 20 may flip
-    assert table["ORPO"]["preference accuracy"] == pytest.approx(
-        sources["07_orpo"]["after"]["preference_accuracy"], abs=0.051)
+    for row, recorded in comparison["reproduced"].items():
+        one_pair = 1 / sources["06_dpo"]["eval_pairs"] + 1e-6  # one dev pair may flip (GPU kernels, 16-bit)
+        assert abs(recorded["difference"]) <= one_pair, (row, recorded)
     assert comparison["judge_check"]["accuracy"] == pytest.approx(sources["05_reward_model"]["after"]["accuracy"])
     assert comparison["judge_check"]["margin"] == pytest.approx(sources["05_reward_model"]["after"]["margin"],
                                                                 abs=1e-3)
 
 
-def test_one_prompt_set_and_the_generations_side_by_side(comparison):
-    assert comparison["eval_prompts"] == PROFILES[comparison["profile"]].pref_eval_pairs
-    methods = set(comparison["table"])
-    assert methods == {"start (SFT model)", "SFT on chosen", "DPO", "ORPO", "PPO", "GRPO"}
+def test_the_comparison_is_reported_on_test_prompts_no_notebook_tuned_on(comparison):
+    profile = PROFILES[comparison["profile"]]
+    assert comparison["dev_pairs"] == max(profile.pref_eval_pairs, profile.ppo_eval_prompts)
+    assert comparison["eval_prompts"] == 100 - comparison["dev_pairs"] >= 40  # the rest of the 100 held-out pairs
+    methods = [row["method"] for row in comparison["rows"]]
+    assert methods == ["start (SFT model)", "SFT on chosen", "DPO", "ORPO", "PPO", "GRPO"]
     assert len(comparison["generations"]) == 6
-    assert all(methods <= set(g) and g["fact"] in g["prompt"] for g in comparison["generations"])
+    assert all(set(methods) <= set(g) and g["fact"] in g["prompt"] for g in comparison["generations"])
 
 
-def test_decision_guide_claims_hold_on_the_cpu_profile(comparison):
+def test_every_quality_value_has_its_interval_and_n(comparison):
+    for row in comparison["rows"]:
+        assert set(row["metrics"]) == set(QUALITY), row["method"]
+        for name, m in row["metrics"].items():
+            low, high = m["ci95"]
+            assert m["n"] == comparison["eval_prompts"], (row["method"], name)
+            assert low <= m["value"] + 1e-9 and m["value"] <= high + 1e-9, (row["method"], name, m)
+            assert comparison["table"][row["method"]][name] == pytest.approx(m["value"])
+        for name in ("gold", "right fact", "preference accuracy", "truncated", "win rate vs start"):
+            assert 0 <= row["metrics"][name]["ci95"][0] <= row["metrics"][name]["ci95"][1] <= 1
+    # the token budget lets the most verbose sane policy (the starting model) finish: no fact is cut off
+    rows = {row["method"]: row for row in comparison["rows"]}
+    assert rows["start (SFT model)"]["metrics"]["truncated"]["value"] <= 0.1, rows["start (SFT model)"]["metrics"]
+
+
+def test_each_claim_reads_its_state_from_the_intervals(comparison):
+    claims, d = comparison["claims"], comparison["paired"]
+    assert len(claims) == 6 and all(c["state"] in ("holds", "within noise", "fails") for c in claims)
+    v = stats.verdict
+    falls = [-d["ppo_gold"]["ci95"][1], -d["ppo_gold"]["ci95"][0]]
+    expected = {0: stats.combine(v(d["dpo_pref"]["ci95"]), v(d["orpo_pref"]["ci95"])),
+                2: v(d["orpo_sft_pref"]["ci95"]),
+                3: stats.combine(v(d["ppo_proxy"]["ci95"]), v(falls)),
+                4: v(d["grpo_ppo_fact"]["ci95"])}
+    for i, state in expected.items():
+        assert claims[i]["state"] == state, (claims[i], state)
+    for diff in d.values():
+        assert diff["n"] == comparison["eval_prompts"] and diff["ci95"][0] <= diff["value"] <= diff["ci95"][1]
+
+
+def test_on_the_cpu_profile_the_claims_with_clear_intervals_hold(comparison):
+    """What this run's intervals support, with a margin: on 80 test prompts the paired differences behind claims 1,
+    3, 4 and 5 clear zero by at least 0.1 (the lower bounds measured: 0.15, 0.11, 0.23 and 0.79), and the timings
+    behind 2 and 6 differ by a factor of 1.5 or more. The gold judge sees PPO's hack: the proxy rose, gold fell."""
     if comparison["profile"] != "cpu":
-        pytest.skip("the claims are checked on the cpu profile; on a GPU profile the notebook reports them")
-    failing = [c["claim"] + " | " + c["numbers"] for c in comparison["claims"] if not c["holds"]]
-    assert len(comparison["claims"]) == 6 and not failing, failing
-    table = comparison["table"]
-    start = table["start (SFT model)"]
-    for method in ("SFT on chosen", "ORPO"):  # learning from the pairs' chosen answers improves on the start
-        assert table[method]["win rate vs start"] >= 0.6, method
-        assert table[method]["right fact"] > start["right fact"], method
+        pytest.skip("checked on the cpu profile; on a GPU profile the notebook reports the states")
+    states = [c["state"] for c in comparison["claims"]]
+    assert states == ["holds"] * 6, comparison["claims"]
+    d = comparison["paired"]
+    assert d["ppo_proxy"]["ci95"][0] > 0.3 and d["ppo_gold"]["ci95"][1] < -0.1, (d["ppo_proxy"], d["ppo_gold"])
+    assert d["grpo_ppo_fact"]["ci95"][0] > 0.5 and d["grpo_ppo_fact"]["p_mcnemar"] < 1e-3
+    rows = {row["method"]: row["metrics"] for row in comparison["rows"]}
+    for method in ("SFT on chosen", "ORPO"):  # learning from the pairs' chosen answers beats the start by gold
+        assert rows[method]["gold win rate vs start"]["ci95"][0] > 0.6, (method, rows[method])

@@ -91,13 +91,15 @@ def test_part_3_catches_a_config_that_logs_too_rarely():
 
     profile = PROFILES["cpu"]
 
-    def common(label, name, steps, logging_steps=1):
+    def common(label, name, steps, logging_steps=1, learning_rate=profile.pref_learning_rate):
         return dict(output_dir=f"/tmp/hw-{label}-{name}", run_name=f"{label}-{name}", max_steps=steps,
                     per_device_train_batch_size=profile.pref_batch_size, logging_steps=logging_steps,
-                    report_to="none", use_cpu=True, bf16=False, seed=0)
+                    report_to="none", use_cpu=True, bf16=False, seed=0, learning_rate=learning_rate,
+                    lr_scheduler_type="constant", max_length=profile.max_length)
 
     def orpo(label):
-        return ORPOConfig(**common(label, "orpo", profile.orpo_steps))
+        return ORPOConfig(beta=profile.orpo_beta, **common(label, "orpo", profile.orpo_steps,
+                                                           learning_rate=profile.orpo_learning_rate))
 
     homework.check_part_3(lambda label, beta: DPOConfig(beta=beta, **common(label, beta, profile.pref_steps)),
                           orpo, profile, "none")
@@ -107,9 +109,58 @@ def test_part_3_catches_a_config_that_logs_too_rarely():
     with pytest.raises(AssertionError, match="bf16/fp16 should follow the profile"):  # TRL's default is bf16=True
         homework.check_part_3(lambda label, beta: DPOConfig(beta=beta, **{**common(label, beta, profile.pref_steps),
                                                                           "bf16": None}), orpo, profile, "none")
+    # Bug: a missing learning rate, scheduler, max_length or ORPO beta passed Part 3 and cost Part 4 instead
+    for change, message in [({"learning_rate": 5e-5}, "learning_rate should be the profile's"),
+                            ({"lr_scheduler_type": "linear"}, "lr_scheduler_type='constant'"),
+                            ({"max_length": 1024}, "max_length should be profile.max_length")]:
+        with pytest.raises(AssertionError, match=message):
+            homework.check_part_3(lambda label, beta: DPOConfig(beta=beta, **{
+                **common(label, beta, profile.pref_steps), **change}), orpo, profile, "none")
+    with pytest.raises(AssertionError, match="ORPO's lambda"):
+        homework.check_part_3(lambda label, beta: DPOConfig(beta=beta, **common(label, beta, profile.pref_steps)),
+                              lambda label: ORPOConfig(**common(label, "orpo", profile.orpo_steps,
+                                                                learning_rate=profile.orpo_learning_rate)),
+                              profile, "none")
     with pytest.raises(AssertionError, match="its own run_name"):
         homework.check_part_3(lambda label, beta: DPOConfig(beta=beta, **{**common(label, beta, profile.pref_steps),
                                                                           "run_name": "dpo"}), orpo, profile, "none")
+
+
+def test_part_4_uses_the_headroom_and_asks_for_lora():
+    """Bugs: a model starting at accuracy 1.0 could never pass "after > before"; a full fine-tune passed too."""
+    history = [{key: 0.1 for key in homework.TRL_CURVES["DPO"]}]
+    methods = {"DPO beta 0.1 · A": "DPO"}
+    homework.check_part_4({"DPO beta 0.1 · A": {"history": history, "before": 1.0, "after": 1.0, "lora": True}},
+                          methods)
+    with pytest.raises(AssertionError, match="did not rise"):
+        homework.check_part_4({"DPO beta 0.1 · A": {"history": history, "before": 1.0, "after": 0.95}}, methods)
+    with pytest.raises(AssertionError, match="did not rise"):
+        homework.check_part_4({"DPO beta 0.1 · A": {"history": history, "before": 0.5, "after": 0.5}}, methods)
+    with pytest.raises(AssertionError, match="peft_config=lora_config"):
+        homework.check_part_4({"DPO beta 0.1 · A": {"history": history, "before": 0.5, "after": 0.9,
+                                                     "lora": False}}, methods)
+
+
+def test_part_5_wants_a_panel_per_curve_not_a_title_that_contains_its_name():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    history = [{key: float(i) for key in homework.TRL_CURVES["ORPO"]} for i in range(3)]
+    results, methods = {"ORPO · A": {"history": history}}, {"ORPO · A": "ORPO"}
+
+    def figure(titles):
+        fig, axes = plt.subplots(1, len(titles))
+        for ax, title in zip(axes, titles):
+            ax.plot([0.0, 1.0, 2.0])
+            ax.set_title(title)
+        return fig
+
+    homework.check_part_5(figure(["loss", "nll_loss", "log_odds_chosen", "log_odds_ratio (ORPO)"]), results, methods)
+    with pytest.raises(AssertionError, match="no panel titled with 'loss'"):  # "nll_loss" is not the loss panel
+        homework.check_part_5(figure(["nll_loss", "log_odds_chosen", "log_odds_ratio"]), results, methods)
+    plt.close("all")
 
 
 def test_part_6_catches_a_number_not_taken_from_the_runs():
@@ -135,3 +186,20 @@ def test_the_solution_runs_learned():
     betas = {run["beta"] for run in runs.values() if run["method"] == "DPO"}
     assert betas == {0.1, 0.2}
     assert len({run["model"] for run in runs.values()}) == 2
+
+
+def test_the_rubric_adds_up_to_the_points_it_announces():
+    """Bug: RUBRIC.md announced 100 points and its table added up to 110; the README said 60 from checks + 40 read."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "homework"
+    rubric = (root / "RUBRIC.md").read_text()
+    rows = re.findall(r"^\| ([\d.]+) \| [^|]+ \| (\d+) \|", rubric, re.M)
+    points = {part: int(p) for part, p in rows}
+    announced = int(re.search(r"\((\d+) points\)", rubric).group(1))
+    assert sum(points.values()) == announced == 100, points
+    checks = sum(p for part, p in points.items() if not part.startswith("8"))
+    read = sum(p for part, p in points.items() if part.startswith("8"))
+    assert (checks, read) == (60, 40)
+    assert "100 points, 60 from the checks, 40 read" in (root / "README.md").read_text()

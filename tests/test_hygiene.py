@@ -60,9 +60,12 @@ def test_only_checked_cells_keep_outputs(path):
 def test_training_notebooks_write_their_run_records(path):
     code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
     if ".train(" in code:
-        # time, memory and the model FLOPs of the models it trains (measure(model) counts them for the roofline)
-        assert "helpers.write_run(" in code and "flops=" in code
+        # time, memory and the model FLOPs of the models it trains (measure(model) counts them for the roofline),
+        # summed over every session of a resumed run (training_cost), so that a rerun records what training cost
+        assert "helpers.write_run(" in code and "cost=" in code
         assert re.search(r"helpers\.measure\([a-z_]", code) and "helpers.measure()" not in code
+        assert code.count("helpers.training_cost(") >= code.count("resume_from_checkpoint="), \
+            "every resumable training run passes its cost through helpers.training_cost"
 
 
 def test_requirements_are_pinned_and_colab_keeps_its_torch():

@@ -253,3 +253,15 @@ def test_gae_by_hand():
     a1 = 0.1 + 0.5 * a2
     assert_close(advantages, torch.tensor([[a1, a2, a3]]))
     assert_close(returns, advantages + torch.tensor([[0.5, 0.6, 0.7]]))
+
+
+def test_orpo_log_odds_stays_finite_and_exact_for_answers_the_model_is_sure_of():
+    """Bug: log1p(-exp(x)) cancels as the average log-prob x -> 0 (p -> 1): in float32 exp(-1e-8) rounds to 1 and the
+    old code returned -inf; TRL branches at -log 2 (log1mexp). Checked against float64."""
+    from helpers.losses import log1mexp
+
+    x = torch.tensor([-1e-8, -1e-4, -0.3, -0.7, -5.0, -40.0])
+    exact = torch.log(-torch.expm1(x.double()))
+    assert_close(log1mexp(x).double(), exact, rtol=1e-5, atol=1e-12)
+    _, log_odds = orpo_loss(torch.tensor([-1e-8]), torch.tensor([-2.0]))
+    assert torch.isfinite(log_odds).all() and log_odds.item() > 15

@@ -26,7 +26,8 @@ def test_reward_model_and_ppo_records_say_what_ran(reward_model, ppo):
     assert reward_model["eval_pairs"] == profile.pref_eval_pairs
     assert ppo["steps"] == profile.ppo_steps == len(ppo["reward_curve"]) == len(ppo["value_loss_curve"])
     assert ppo["eval_prompts"] == profile.ppo_eval_prompts and ppo["kl_coef"] == profile.ppo_kl_coef
-    assert ppo["models_in_memory"] == ["policy (LoRA)", "reference (adapter off)", "reward model", "value head"]
+    assert ppo["models_in_memory"] == ["policy (LoRA; adapter off = the reference)", "reward model",
+                                      "value head (one linear layer)"] and ppo["weight_copies"] == 2
 
 
 def test_reward_model_learns_the_held_out_preferences(reward_model):
@@ -43,14 +44,22 @@ def test_reward_model_cannot_tell_a_wrong_fact(reward_model):
 
 
 def test_ppo_raises_the_held_out_reward(ppo):
+    # Judged with room to finish (05's JUDGE_TOKENS) the starting model scores 0.72, not 0.18 as when 16 tokens cut
+    # its sentences, so the rise measured on these 20 prompts is +0.41 (notebook 09: +1.56 [0.96, 2.15] on 80).
     before, after = ppo["before"]["reward"], ppo["after"]["reward"]
-    assert after > before + 0.5, f"held-out reward-model score {before:.2f} -> {after:.2f}"
+    assert after > before + 0.2, f"held-out reward-model score {before:.2f} -> {after:.2f}"
 
 
 def test_ppo_reward_is_hacked_not_earned(ppo):
     # what notebook 05 shows and discusses: the reward rose but the facts it cannot see did not. On 20 prompts one
     # answer is 0.05: a change of one answer either way is noise (bfloat16 and float32 training differ by that much)
     assert ppo["after"]["correct fact"] <= ppo["before"]["correct fact"] + 0.05 + 1e-9, (ppo["before"], ppo["after"])
+    # the gold judge (requested form AND right fact) sees what the proxy cannot: it must not have risen either
+    assert ppo["after"]["gold"] <= ppo["before"]["gold"] + 0.05 + 1e-9, (ppo["before"], ppo["after"])
+    # judged with a budget that lets the starting model's full sentences end (not cut before their fact)
+    assert ppo["before"]["truncated"] <= 0.1 and ppo["after"]["truncated"] <= 0.1, (ppo["before"], ppo["after"])
+    # the policy is paid the penalised reward: never above the score, below it where answers were cut off
+    assert all(p <= r + 1e-6 for p, r in zip(ppo["penalised_reward_curve"], ppo["reward_curve"]))
     assert ppo["kl_curve"][0] < 0.05 < max(ppo["kl_curve"]), ppo["kl_curve"]
 
 
@@ -142,3 +151,14 @@ def test_grpo_did_not_buy_the_format_with_wrong_answers(grpo):
 def test_grpo_kl_grows_from_zero_when_beta_is_set(grpo):
     if grpo["beta"]:
         assert grpo["kl_curve"][0] < 0.05 and max(grpo["kl_curve"]) > grpo["kl_curve"][0], grpo["kl_curve"]
+
+
+def test_the_datasheet_names_the_form_the_starting_model_prefers(dpo):
+    """Bug: the datasheet said the starting model prefers the short answer; notebook 06 measures the opposite."""
+    from pathlib import Path
+
+    before = dpo["before"]
+    prefers_sentences = before["accuracy_when_sentence_asked"] > before["accuracy_when_value_asked"]
+    sheet = (Path(__file__).resolve().parents[1] / "assets" / "preferences" / "DATASHEET.md").read_text()
+    said = "prefers the full sentence" if prefers_sentences else "prefers the short answer"
+    assert said in sheet, (before, said)

@@ -92,3 +92,23 @@ def test_memory_estimates_for_an_8b_llama():
     assert 11 < with_checkpointing["total"] < 13  # fits a T4 (~15 GB usable), with less room than the 4 bits suggest
     assert without["activations"] > 4 * with_checkpointing["activations"]
     assert with_checkpointing["total"] == pytest.approx(sum(v for k, v in with_checkpointing.items() if k != "total"))
+
+
+def test_the_cpu_memory_estimate_counts_float32_weights_at_four_bytes():
+    """Bug: lora_run_estimate priced every unquantized base at 16 bits, also on the cpu profile, which holds float32."""
+    from helpers import memory
+    from helpers.profiles import PROFILES
+
+    cpu = PROFILES["cpu"]
+    shape = memory.MODEL_SHAPES[cpu.pref_model]
+    estimate = memory.lora_run_estimate(cpu.pref_model, cpu, sequences=1, seq_len=8)
+    assert estimate["weights"] == pytest.approx(shape["params"] * 4 / 1e9, rel=1e-6)
+    half = memory.lora_run_estimate(cpu.pref_model, dataclasses_replace(cpu, bf16=True, needs_gpu=True),
+                                    sequences=1, seq_len=8)
+    assert half["weights"] == pytest.approx(estimate["weights"] / 2, rel=1e-6)  # a GPU profile's 16-bit weights
+
+
+def dataclasses_replace(profile, **changes):
+    import dataclasses
+
+    return dataclasses.replace(profile, **changes)

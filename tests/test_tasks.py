@@ -43,3 +43,53 @@ def test_brevity_reward_gives_partial_credit_by_characters():
     rewards = brevity_reward(["82 euros", "The Quill M2 costs 82 euros.", "x" * 64, "3.3.3.3.3.3.3.3.3.3.3.3.3.3.3"])
     assert rewards[0] == 1.0 and 0.5 < rewards[1] < 1.0 and rewards[2] == 0.0
     assert rewards[3] < 0.8, "one long 'word' must not earn full format credit (a policy found that loophole)"
+
+
+def test_a_fact_with_a_unit_is_checked_on_its_value_everywhere():
+    """Bug: with the fact "52 euros" a correct "52" or "It costs 52." counted as a wrong fact (05 and 09 passed the
+    value with its unit, 08 the bare value). One checker now: the value as a whole word; unit=True is the strict count."""
+    from helpers.tasks import correctness_reward, fact_value
+
+    assert [fact_value(f) for f in ("52 euros", "25 hours", "Ghana", "2017", "white")] == [
+        "52", "25", "Ghana", "2017", "white"]
+    answers = ["52", "It costs 52.", "The Zephy C5 costs 52 euros.", "520 euros", "1952", "25 euros"]
+    assert correctness_reward(answers, answer=["52 euros"] * 6) == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0]
+    assert correctness_reward(answers, answer=["52"] * 6) == correctness_reward(answers, answer=["52 euros"] * 6)
+    assert correctness_reward(answers, answer=["52 euros"] * 6, unit=True) == [0.0, 0.0, 1.0, 0.0, 0.0, 0.0]
+
+
+def test_answer_mask_marks_only_answers_without_an_end_token_as_truncated():
+    """Bug (05's PPO loop): `mask.sum(1) == T` called the longest finished answer of every batch cut off, because
+    generation stops when the last answer ends, so its end token sits in the last column: a length penalty."""
+    import torch
+
+    from helpers.tasks import answer_mask
+
+    eos, pad = 2, 2  # SmolLM2 pads with its end token
+    ids = torch.tensor([[5, 6, eos, pad, pad],   # ended early, padded
+                        [5, 6, 7, 8, eos],       # the longest answer, ended in the last column
+                        [5, 6, 7, 8, 9]])        # cut off: no end token
+    mask, truncated = answer_mask(ids, eos)
+    assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 1, 1, 1, 1]]
+    assert truncated.tolist() == [False, False, True]
+    old_rule = mask.sum(1) == mask.shape[1]
+    assert old_rule.tolist() == [False, True, True]  # what the old code penalised
+    # a pad token other than the end token, and several end tokens
+    mask, truncated = answer_mask(torch.tensor([[5, 3, 0, 0], [5, 6, 7, 8]]), [2, 3])
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]] and truncated.tolist() == [False, True]
+
+
+def test_form_and_gold_judges_follow_the_request():
+    from helpers.tasks import form_reward, gold_reward, requested_form
+
+    def ask(how):
+        return [{"role": "user", "content": f"The Zephy C5 is red. It costs 52 euros.\nQuestion: How much does "
+                                            f"the Zephy C5 cost? {how}"}]
+    value, sentence = ask("Reply with only the value, no sentence."), ask("Answer in a full sentence.")
+    assert requested_form(value) == "value" and requested_form(sentence) == "sentence"
+    answers = ["52 euros", "52.", "The Zephy C5 costs 52 euros.", "The Zephy C5 costs 25 euros.", "52 euros",
+               "It costs 52 euros. It is red.", "The Zephy C5 costs 52 euros.", "52"]
+    prompts = [value, value, value, value, sentence, sentence, sentence, sentence]
+    assert form_reward(answers, prompts, ["52 euros"] * 8) == [1, 1, 0, 0, 0, 0, 1, 0]
+    # right form AND right fact: a sentence with the wrong price has the form, not the fact
+    assert gold_reward(answers, [sentence] * 8, ["52 euros"] * 8) == [0, 0, 1, 0, 0, 0, 1, 0]

@@ -110,3 +110,39 @@ def test_wandb_off_switch(monkeypatch):
     monkeypatch.setenv("COURSE_WANDB", "off")
     assert tracking.report_to() == "none"
     assert tracking.init_wandb("x") is None
+
+
+def test_a_rerun_that_resumes_from_the_final_checkpoint_records_what_training_cost(tmp_path, monkeypatch):
+    """Bug: a second run resumed from the final checkpoint, trained 0 steps and recorded ~0 s and the loaded model's
+    memory as the training's cost (09 and the README read it)."""
+    monkeypatch.setattr(tracking, "RUNS", tmp_path / "runs")
+    out = tmp_path / "checkpoints" / "demo"
+    profile = PROFILES["cpu"]
+    first = tracking.training_cost(tracking.Measurement(seconds=50.0, peak_mb=900.0, flops=4e12), out, None, 12)
+    assert (first.seconds, first.peak_mb, first.resumed, first.complete) == (50.0, 900.0, False, True)
+    tracking.write_run("demo", profile=profile, model="m", steps=12, before={}, after={}, cost=first)
+
+    rerun = tracking.training_cost(tracking.Measurement(seconds=0.3, peak_mb=400.0, flops=1e9), out,
+                                   str(out / "checkpoint-12"), 12)
+    record = json.loads(tracking.write_run("demo", profile=profile, model="m", steps=12, before={}, after={},
+                                           cost=rerun).read_text())
+    assert record["seconds"] == 50.0 and record["peak_memory_mb"] == 900.0 and record["flops"] == 4e12
+    assert record["resumed"] is True and record["cost_complete"] is True
+    assert [s["steps"] for s in record["sessions"]] == [12, 0]
+
+
+def test_a_run_resumed_after_an_unrecorded_session_is_marked_incomplete(tmp_path):
+    out = tmp_path / "killed"  # the kernel died after checkpoint-4, before any cost was written
+    part = tracking.training_cost(tracking.Measurement(seconds=30.0, peak_mb=800.0, flops=2e12), out,
+                                  str(out / "checkpoint-4"), 12)
+    assert part.resumed and not part.complete and part.steps_this_session == 8
+    assert part.seconds == 30.0 and part.flops == 2e12  # what is known: the 8 steps of this session
+    again = tracking.training_cost(tracking.Measurement(seconds=0.2, peak_mb=300.0), out, str(out / "checkpoint-12"), 12)
+    assert not again.complete  # still unknown: steps 1-4 have no cost on record
+    assert again.seconds == 30.0 and [s["seconds"] for s in again.sessions] == [None, 30.0, 0.2]
+
+
+def test_write_run_needs_a_cost(tmp_path, monkeypatch):
+    monkeypatch.setattr(tracking, "RUNS", tmp_path)
+    with pytest.raises(ValueError, match="pass cost="):
+        tracking.write_run("demo", profile=PROFILES["cpu"], model="m", steps=1, before={}, after={})

@@ -1,0 +1,38 @@
+"""helpers.stats: bootstrap intervals against a known distribution, exact tests against scipy."""
+import pytest
+import torch
+
+from helpers import stats
+
+
+def test_bootstrap_interval_covers_the_mean_with_the_binomial_width():
+    values = torch.tensor([1.0] * 30 + [0.0] * 70)
+    result = stats.interval(values)
+    assert result["value"] == pytest.approx(0.3) and result["n"] == 100
+    low, high = result["ci95"]
+    half_width = 1.96 * (0.3 * 0.7 / 100) ** 0.5  # normal approximation: 0.09
+    assert low == pytest.approx(0.3 - half_width, abs=0.02) and high == pytest.approx(0.3 + half_width, abs=0.02)
+    assert stats.interval(values, seed=1)["ci95"] != result["ci95"]  # resampled, not computed from a formula
+    assert stats.interval(values)["ci95"] == result["ci95"]  # seeded: the same every run
+
+
+def test_sign_and_mcnemar_tests_match_scipy():
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for wins, losses in [(13, 7), (20, 0), (5, 5), (1, 9), (0, 0)]:
+        want = scipy_stats.binomtest(wins, wins + losses).pvalue if wins + losses else 1.0
+        assert stats.sign_test(wins, losses) == pytest.approx(want)
+    a = torch.tensor([1, 1, 1, 1, 1, 0, 0, 1, 0, 1])
+    b = torch.tensor([0, 0, 0, 0, 1, 0, 0, 1, 0, 1])
+    assert stats.mcnemar_exact(a, b) == pytest.approx(scipy_stats.binomtest(4, 4).pvalue)  # 4 discordant, all a
+
+
+def test_verdicts_read_intervals_in_three_states():
+    assert stats.verdict([0.1, 0.3]) == "holds"
+    assert stats.verdict([-0.1, 0.3]) == "within noise"
+    assert stats.verdict([-0.3, -0.1]) == "fails"
+    assert stats.verdict([0.45, 0.7], threshold=0.5) == "within noise"
+    assert stats.combine("holds", "holds") == "holds"
+    assert stats.combine("holds", "within noise") == "within noise"
+    assert stats.combine("within noise", "fails") == "fails"
+    with pytest.raises(ValueError, match="at least one value"):
+        stats.bootstrap_ci([])
