@@ -12,12 +12,13 @@ from .tasks import (answer_logps, answer_mask, brevity_reward, correctness_rewar
                     reward_scores)
 from .tracking import (init_wandb, last_checkpoint, measure, memory_mb, oom_advice, read_run, report_to,
                        trained_adapter, training_cost, write_run)
+from .tracking import StepTimer, median_step_seconds
 
 __all__ = [
-    "PROFILES", "Hardware", "Profile", "answer_logps", "answer_mask", "brevity_reward", "correctness_reward", "check_4bit_support", "check_format", "check_fp16_trainable", "compute_dtype",
+    "PROFILES", "Hardware", "Profile", "StepTimer", "answer_logps", "answer_mask", "brevity_reward", "correctness_reward", "check_4bit_support", "check_format", "check_fp16_trainable", "compute_dtype",
     "describe", "detect_hardware", "evaluating", "fp16_safe",
     "embeddings", "extraction_scores", "fact_value", "form_reward", "generate", "gold_reward", "init_wandb", "keep_4bit_trainable_on_cpu", "last_checkpoint",
-    "load_course_dataset", "lora", "losses", "measure", "memory", "memory_mb", "model_path", "nf4", "oom_advice",
+    "load_course_dataset", "lora", "losses", "measure", "median_step_seconds", "memory", "memory_mb", "model_path", "nf4", "oom_advice",
     "parse_json_object", "plot_before_after", "precision", "preference_logps", "plot_history", "read_run", "report_to", "requested_form", "reward_scores",
     "select_profile", "stats", "trained_adapter", "training_cost", "write_run",
 ]

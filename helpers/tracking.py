@@ -9,6 +9,7 @@
 import contextlib
 import json
 import os
+import statistics
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import psutil
 import torch
+from transformers import TrainerCallback
 
 RUNS = Path(os.environ.get("COURSE_RUNS_DIR", Path(__file__).resolve().parents[1] / "runs"))
 
@@ -83,6 +85,7 @@ class Measurement:
     complete: bool = True  # training_cost: every session that trained is on record
     sessions: list = field(default_factory=list)  # training_cost: one entry per session of this training
     steps_this_session: int | None = None
+    step_seconds: list | None = None  # training_cost: each step's time, every session's first step left out
 
     def __str__(self):
         where = "GPU" if torch.cuda.is_available() else "process RSS"
@@ -211,6 +214,31 @@ def roofline(flops: float | None, seconds: float, precision: str) -> dict:
     return row
 
 
+class StepTimer(TrainerCallback):
+    """The trainer's own step times: wall seconds from `on_step_begin` to `on_step_end` of each optimizer step
+    (forward, backward, optimizer; GRPO's sampling too). Logging, evaluation and checkpoint saves come after
+    `on_step_end`, so they are left out. `trainer.add_callback(timer)`, then pass `timer.seconds` to
+    `training_cost(..., step_seconds=...)`."""
+
+    def __init__(self):
+        self.seconds: list[float] = []
+        self._start = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._start is not None:
+            self.seconds.append(time.perf_counter() - self._start)
+            self._start = None
+
+
+def median_step_seconds(cost: Measurement) -> float | None:
+    """The median step time of a training (`training_cost(..., step_seconds=...)`): first steps left out (they
+    warm up kernels and allocators), so the number compares methods, not start-up costs. None without step times."""
+    return statistics.median(cost.step_seconds) if cost.step_seconds else None
+
+
 def checkpoint_step(checkpoint) -> int:
     """The step a checkpoint-N folder (or its path, or a step) holds; 0 for None (a fresh run)."""
     if checkpoint is None:
@@ -220,7 +248,8 @@ def checkpoint_step(checkpoint) -> int:
     return int(Path(checkpoint).name.rsplit("-", 1)[-1])
 
 
-def training_cost(cost: Measurement, output_dir: str | Path, resumed_from, steps: int) -> Measurement:
+def training_cost(cost: Measurement, output_dir: str | Path, resumed_from, steps: int,
+                  step_seconds: list | None = None) -> Measurement:
     """What the training in `output_dir` cost over all its sessions, not only this one.
 
     cost: this session's `measure`; resumed_from: what `last_checkpoint` returned (a checkpoint, a step or None);
@@ -230,7 +259,8 @@ def training_cost(cost: Measurement, output_dir: str | Path, resumed_from, steps
     that trained and takes the largest peak memory of theirs. It carries `resumed` (this session did not train
     every step), `complete` (False when a session whose cost nobody wrote, e.g. one whose kernel died, trained
     steps before `resumed_from`: the totals then cover only the sessions on record), `sessions` and
-    `steps_this_session`.
+    `steps_this_session`; with `step_seconds` (a `StepTimer`'s, this session's steps) also `step_seconds`, every
+    session's steps but its first (see `median_step_seconds`).
     """
     start = checkpoint_step(resumed_from)
     ledger = Path(output_dir) / "training_cost.json"
@@ -241,15 +271,21 @@ def training_cost(cost: Measurement, output_dir: str | Path, resumed_from, steps
     complete = all(s["seconds"] is not None for s in earlier)
     this = {"from_step": start, "steps": max(steps - start, 0), "seconds": round(cost.seconds, 2),
             "peak_mb": round(cost.peak_mb, 1), "flops": cost.flops}
+    if step_seconds is not None:
+        this["step_seconds"] = [round(t, 4) for t in step_seconds]
     sessions = earlier + [this]
     ledger.parent.mkdir(parents=True, exist_ok=True)
     ledger.write_text(json.dumps(sessions, indent=1) + "\n")
     trained = [s for s in sessions if s["steps"] > 0 and s["seconds"] is not None] or [this]
     flops = [s["flops"] for s in trained]
+    timed = [s for s in sessions if s["steps"] > 0]
+    steady = ([t for s in timed for t in s["step_seconds"][1:]]
+              if timed and all("step_seconds" in s for s in timed) else None)
     return Measurement(seconds=sum(s["seconds"] for s in trained), start_mb=cost.start_mb, end_mb=cost.end_mb,
                        peak_mb=max(s["peak_mb"] for s in trained), flops=sum(flops) if all(flops) else None,
                        train_tokens=cost.train_tokens, eval_tokens=cost.eval_tokens, resumed=start > 0,
-                       complete=complete, sessions=sessions, steps_this_session=this["steps"])
+                       complete=complete, sessions=sessions, steps_this_session=this["steps"],
+                       step_seconds=steady or None)
 
 
 def write_run(name: str, *, profile, model: str, steps: int, before: dict, after: dict, cost=None,
@@ -279,6 +315,8 @@ def write_run(name: str, *, profile, model: str, steps: int, before: dict, after
         **roofline(flops, seconds, profile.dtype_name),
         "before": before, "after": after, **extra,
     }
+    if len(costs) == 1 and median_step_seconds(costs[0]) is not None:
+        record["median_step_seconds"] = round(median_step_seconds(costs[0]), 3)
     if any(c.sessions for c in costs):
         record["sessions"] = [c.sessions for c in costs] if len(costs) > 1 else costs[0].sessions
     RUNS.mkdir(parents=True, exist_ok=True)

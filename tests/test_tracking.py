@@ -146,3 +146,31 @@ def test_write_run_needs_a_cost(tmp_path, monkeypatch):
     monkeypatch.setattr(tracking, "RUNS", tmp_path)
     with pytest.raises(ValueError, match="pass cost="):
         tracking.write_run("demo", profile=PROFILES["cpu"], model="m", steps=1, before={}, after={})
+
+
+def test_step_timer_times_each_step_and_the_median_leaves_first_steps_and_saves_out(tmp_path):
+    """The trainers' own step times (issue 18: seconds per step without the first step and checkpoint saves)."""
+    from transformers import Trainer, TrainingArguments
+
+    class Tiny(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 1)
+
+        def forward(self, x, labels=None):
+            out = self.linear(x).squeeze(-1)
+            return {"loss": ((out - labels) ** 2).mean(), "logits": out}
+
+    data = [{"x": torch.randn(4), "labels": torch.tensor(1.0)} for _ in range(8)]
+    args = TrainingArguments(output_dir=str(tmp_path / "tiny"), max_steps=4, per_device_train_batch_size=2,
+                             save_steps=2, report_to="none", use_cpu=True, logging_steps=1)
+    trainer = Trainer(model=Tiny(), args=args, train_dataset=data)
+    trainer.add_callback(timer := tracking.StepTimer())
+    trainer.train()
+    assert len(timer.seconds) == 4 and all(t > 0 for t in timer.seconds)
+    cost = tracking.training_cost(tracking.Measurement(seconds=9.0, peak_mb=1.0), tmp_path / "tiny", None, 4,
+                                  [0.5, 0.1, 0.2, 0.3])
+    assert cost.step_seconds == [0.1, 0.2, 0.3] and tracking.median_step_seconds(cost) == 0.2
+    rerun = tracking.training_cost(tracking.Measurement(seconds=0.1, peak_mb=1.0), tmp_path / "tiny",
+                                   str(tmp_path / "tiny" / "checkpoint-4"), 4, [])
+    assert tracking.median_step_seconds(rerun) == 0.2  # the first session's steps, kept next to the checkpoints
