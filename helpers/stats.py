@@ -60,3 +60,44 @@ def verdict(ci95, threshold: float = 0.0) -> str:
 def combine(*verdicts: str) -> str:
     """A claim made of several parts: it fails if any part fails, holds if all hold, else is within noise."""
     return "fails" if "fails" in verdicts else "holds" if all(v == "holds" for v in verdicts) else "within noise"
+
+
+def means(per_prompt: dict) -> dict:
+    """{metric: mean} from {metric: per-prompt values (n,)}: the headline numbers a record's before/after hold."""
+    return {name: torch.as_tensor(values, dtype=torch.float64).mean().item() for name, values in per_prompt.items()}
+
+
+def before_after(before: dict, after: dict, **kwargs) -> dict:
+    """Intervals for a before/after measurement on the same n held-out prompts (same order on both sides).
+
+    before, after: {metric: per-prompt values (n,)}. Returns {metric: {"before": interval, "after": interval,
+    "change": paired interval of after - before, "direction": "rose" / "fell" (the interval clears 0) or
+    "within noise"}}.
+    """
+    out = {}
+    for name in before:
+        b = torch.as_tensor(before[name], dtype=torch.float64).flatten()
+        a = torch.as_tensor(after[name], dtype=torch.float64).flatten()
+        if a.shape != b.shape:
+            raise ValueError(f"{name}: {b.numel()} values before, {a.numel()} after; score the same prompts twice")
+        change = interval(a - b, **kwargs)
+        direction = {"holds": "rose", "fails": "fell"}.get(verdict(change["ci95"]), "within noise")
+        out[name] = {"before": interval(b, **kwargs), "after": interval(a, **kwargs), "change": change,
+                     "direction": direction}
+    return out
+
+
+def shown(result: dict, digits: int = 2) -> str:
+    """"0.72 [0.55, 0.88]" for an interval {"value", "ci95", "n"}."""
+    low, high = result["ci95"]
+    return f"{result['value']:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def before_after_table(intervals: dict, digits: int = 2):
+    """before_after's result as a table: one row per metric, value [95% interval] before, after and for the
+    change, its direction and n."""
+    import pandas as pd
+
+    return pd.DataFrame({name: {"before": shown(r["before"], digits), "after": shown(r["after"], digits),
+                                "change": shown(r["change"], digits), "direction": r["direction"],
+                                "n": r["change"]["n"]} for name, r in intervals.items()}).T

@@ -110,9 +110,10 @@ def test_part_3_catches_a_config_that_logs_too_rarely():
         homework.check_part_3(lambda label, beta: DPOConfig(beta=beta, **{**common(label, beta, profile.pref_steps),
                                                                           "bf16": None}), orpo, profile, "none")
     # Bug: a missing learning rate, scheduler, max_length or ORPO beta passed Part 3 and cost Part 4 instead
-    for change, message in [({"learning_rate": 5e-5}, "learning_rate should be the profile's"),
-                            ({"lr_scheduler_type": "linear"}, "lr_scheduler_type='constant'"),
-                            ({"max_length": 1024}, "max_length should be profile.max_length")]:
+    for change, message in [({"learning_rate": 5e-5}, "learning_rate is 5e-05, the plan says 0.001"),
+                            ({"lr_scheduler_type": "linear"}, "lr_scheduler_type is 'linear', the config's default, "
+                                                              "the plan says 'constant'"),
+                            ({"max_length": 1024}, "max_length is 1024, the config's default, the plan says 128")]:
         with pytest.raises(AssertionError, match=message):
             homework.check_part_3(lambda label, beta: DPOConfig(beta=beta, **{
                 **common(label, beta, profile.pref_steps), **change}), orpo, profile, "none")
@@ -124,6 +125,132 @@ def test_part_3_catches_a_config_that_logs_too_rarely():
     with pytest.raises(AssertionError, match="its own run_name"):
         homework.check_part_3(lambda label, beta: DPOConfig(beta=beta, **{**common(label, beta, profile.pref_steps),
                                                                           "run_name": "dpo"}), orpo, profile, "none")
+
+
+def plan_builders(profile, plan):
+    """dpo_config and orpo_config as the solution writes them: every setting of `plan`, precision from `profile`."""
+    from trl import DPOConfig
+    from trl.experimental.orpo import ORPOConfig
+
+    def rules(name):
+        return dict(output_dir=f"/tmp/hw-{name}", run_name=f"hw-{name}", logging_steps=1, report_to="none",
+                    use_cpu=profile.use_cpu, bf16=profile.bf16, fp16=profile.fp16,
+                    gradient_checkpointing=profile.gradient_checkpointing)
+
+    def dpo(label, beta):
+        return DPOConfig(**{**rules(f"dpo-{label}-{beta}"), **plan["DPO"], "beta": beta})
+
+    def orpo(label):
+        return ORPOConfig(**{**rules(f"orpo-{label}"), **plan["ORPO"]})
+
+    return dpo, orpo
+
+
+def test_the_report_mapping_names_real_trl_fields_and_the_removed_ones_are_gone():
+    """Every TRL name of the 2024 report's mapping is a field of the installed DPOConfig / ORPOConfig, the names it
+    says are gone (max_prompt_length, warmup_ratio, ...) are, and report_plan() holds the report's numbers."""
+    from transformers import TrainingArguments
+
+    classes = homework.config_classes()
+    for setting in homework.REPORT_SETTINGS:
+        if setting.trl_name is not None:
+            for method in setting.configs or classes:
+                assert setting.trl_name in homework.config_fields(classes[method]), (setting, method)
+    for name, (methods, _) in homework.GONE.items():
+        for method in methods:
+            assert name not in homework.config_fields(classes[method]), (name, method)
+    for name in ("warmup_ratio", "evaluation_strategy"):
+        assert name not in homework.config_fields(TrainingArguments)
+    assert "max_completion_length" in homework.config_fields(classes["ORPO"])  # ORPO keeps it (encoder-decoders)
+    report = {"per_device_train_batch_size": 2, "per_device_eval_batch_size": 2, "gradient_accumulation_steps": 4,
+              "learning_rate": 5e-6, "max_steps": -1, "num_train_epochs": 1, "optim": "paged_adamw_8bit",
+              "weight_decay": 0.0, "max_grad_norm": 0.0, "warmup_steps": 0, "max_length": 512, "seed": 2024}
+    plan = homework.report_plan()
+    assert plan == {"DPO": {**report, "beta": (0.1, 0.2)}, "ORPO": {**report, "beta": 0.1}}
+    assert {model_id for _, model_id, _ in homework.REPORT_MODELS} == {"unsloth/gemma-2b-bnb-4bit",
+                                                                       "unsloth/tinyllama-bnb-4bit"}
+
+
+@pytest.mark.parametrize("name", ["cpu", "t4-sim", "l4-sim"])
+def test_part_3_checks_the_configs_against_the_stated_plan(name):
+    """Configs built from the profile's plan and from the report's pass (with the profile's precision); a config
+    that leaves the stated plan fails and names the setting, its value and the plan's."""
+    profile = PROFILES[name]
+    for plan in (homework.plan_from_profile(profile), homework.report_plan()):
+        homework.check_part_3(*plan_builders(profile, plan), profile, "none", plan)
+    homework.check_part_3(*plan_builders(profile, homework.plan_from_profile(profile)), profile, "none")  # default
+    report = homework.report_plan()
+    other_rate = {**report, "ORPO": {**report["ORPO"], "learning_rate": 1e-5}}
+    with pytest.raises(AssertionError, match=r"Part 3, ORPO: learning_rate is 1e-05, the plan says 5e-06"):
+        homework.check_part_3(*plan_builders(profile, other_rate), profile, "none", report)
+    with pytest.raises(AssertionError, match=r"Part 3, DPO beta 0.1: max_steps is -1, the config's default, the "
+                                             rf"plan says {profile.pref_steps}: build the config from the plan"):
+        homework.check_part_3(*plan_builders(profile, report), profile, "none")  # the report's configs, no plan stated
+
+
+def test_a_plan_with_a_removed_or_missing_setting_says_what_to_do():
+    """The plan itself is checked first: a name TRL 1.16 dropped (with its replacement, or why there is none), a
+    missing setting or run length, the 2024 meaning of max_steps=0, and precision that is not the profile's."""
+    profile = PROFILES["cpu"]
+    report = homework.report_plan()
+    builders = plan_builders(profile, report)
+
+    def changed(method, **settings):
+        return {**report, method: {**report[method], **settings}}
+
+    with pytest.raises(AssertionError, match=r"DPO plan names settings that DPOConfig \(TRL 1\.16\.0\) does not "
+                                             r"have\. 'max_prompt_length': TRL 1\.16 has no prompt-only limit.*fit "
+                                             r"max_length"):
+        homework.check_part_3(*builders, profile, "none", changed("DPO", max_prompt_length=256))
+    with pytest.raises(AssertionError, match=r"'warmup_ratio': transformers 5 removed it\. warmup_steps takes a ratio"):
+        homework.check_part_3(*builders, profile, "none", changed("ORPO", warmup_ratio=0.0))
+    with pytest.raises(AssertionError, match=r"'num_epochs': did you mean 'num_train_epochs'\?"):
+        homework.check_plan(changed("ORPO", num_epochs=1), profile)
+    without_seed = {**report, "DPO": {k: v for k, v in report["DPO"].items() if k != "seed"}}
+    with pytest.raises(AssertionError, match="Part 3, the DPO plan does not state seed"):
+        homework.check_part_3(*builders, profile, "none", without_seed)
+    no_length = {**report, "ORPO": {k: v for k, v in report["ORPO"].items() if k not in ("max_steps",
+                                                                                          "num_train_epochs")}}
+    with pytest.raises(AssertionError, match="Part 3, the ORPO plan states no run length"):
+        homework.check_plan(no_length, profile)
+    with pytest.raises(AssertionError, match=r"sets max_steps=0\. In the 2024 scripts .* State max_steps=-1"):
+        homework.check_plan(changed("DPO", max_steps=0), profile)
+    with pytest.raises(AssertionError, match=r"sets bf16=True, but profile 't4' trains in float16 \(a T4 has no "
+                                             r"bfloat16\).*precision comes from the profile"):
+        homework.check_plan(changed("DPO", bf16=True), PROFILES["t4"])
+    with pytest.raises(AssertionError, match=r"sets run_name: leave it out of the plan"):
+        homework.check_plan(changed("ORPO", run_name="orpo"), profile)
+    with pytest.raises(AssertionError, match=r"DPO plan: beta is the beta sweep, a tuple"):
+        homework.check_plan(changed("DPO", beta=0.1), profile)
+    with pytest.raises(AssertionError, match=r"DPO plan does not make a DPOConfig: paged_adam is not a valid"):
+        homework.check_plan(changed("DPO", optim="paged_adam"), profile)
+
+
+def test_the_solution_states_a_plan_and_checks_part_3_against_the_report(monkeypatch):
+    """Part 3's cells of the solution (the plan, the configs, both checks: configs only, nothing trains) pass on
+    each profile the tests run it under, and a changed plan gets a checkpoint folder of its own."""
+    import pandas as pd
+    from trl import DPOConfig
+    from trl.experimental.orpo import ORPOConfig
+
+    import helpers
+
+    monkeypatch.setenv("COURSE_WANDB", "off")  # report_to "none": nothing set up, nothing written
+    cells = nbformat.read(make_homework.SOLUTION, as_version=4).cells
+    starts = [i for i, cell in enumerate(cells) if cell.cell_type == "markdown" and cell.source.startswith("## Part")]
+    part_3 = next(i for i in starts if cells[i].source.startswith("## Part 3"))
+    part_4 = next(i for i in starts if cells[i].source.startswith("## Part 4"))
+    code = [cell.source for cell in cells[part_3:part_4] if cell.cell_type == "code"]
+    assert any("homework.report_plan()" in source and "check_part_3(" in source for source in code)
+    folders = set()
+    for name in ("cpu", "t4-sim", "l4-sim"):
+        namespace = {"profile": PROFILES[name], "helpers": helpers, "homework": homework, "pd": pd,
+                     "DPOConfig": DPOConfig, "ORPOConfig": ORPOConfig}
+        for source in code:
+            exec(source, namespace)
+        assert namespace["stated_plan"] == homework.plan_from_profile(PROFILES[name])
+        folders.add(namespace["CHECKPOINTS"].name)
+    assert homework.plan_tag(homework.report_plan()) not in folders
 
 
 def test_part_4_uses_the_headroom_and_asks_for_lora():

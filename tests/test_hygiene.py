@@ -90,3 +90,17 @@ def test_readme_gives_the_two_commands():
     assert "make course" in readme and "make test" in readme
     makefile = (ROOT / "Makefile").read_text()
     assert "torch==2.13.0" in makefile and "--no-deps -r requirements-offline.txt" in makefile
+
+
+FORM_BY_SUBSTRING = re.compile(r"""["'](sentence|value)["']\s+(not\s+)?in\s""")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS + HOMEWORK, ids=lambda p: p.name)
+def test_the_requested_answer_form_is_read_by_one_function(path):
+    # "Reply with only the value, no sentence." asks for the value: a substring test for "sentence" misreads it (18
+    # of the 100 held-out preference prompts), as notebook 05's probe and exercise checker once did. Every notebook
+    # asks helpers.requested_form, the one reader, tested in test_tasks.py
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type == "code":
+            found = FORM_BY_SUBSTRING.search(cell.source)
+            assert not found, f"{path.name}: {found.group(0)!r}...: use helpers.requested_form(prompt) instead"

@@ -43,19 +43,23 @@ def test_reward_model_cannot_tell_a_wrong_fact(reward_model):
     assert 0.2 <= reward_model["fact_swap_accuracy"] <= 0.8, reward_model["fact_swap_accuracy"]
 
 
-def test_ppo_raises_the_held_out_reward(ppo):
+def test_ppo_raises_the_reward_it_is_paid(ppo):
     # Judged with room to finish (05's JUDGE_TOKENS) the starting model scores 0.72, not 0.18 as when 16 tokens cut
-    # its sentences, so the rise measured on these 20 prompts is +0.41 (notebook 09: +1.56 [0.96, 2.15] on 80).
-    before, after = ppo["before"]["reward"], ppo["after"]["reward"]
-    assert after > before + 0.2, f"held-out reward-model score {before:.2f} -> {after:.2f}"
+    # its sentences, so on these 20 held-out prompts the rise is +0.41 [-0.74, 1.66]: within noise, which is what
+    # the notebook says (notebook 09 measures +1.56 [0.96, 2.15] on 80 test prompts, tests/test_comparison.py).
+    # What holds here: the samples' reward rose along the run, and the held-out interval leaves room for a rise.
+    curve = ppo["reward_curve"]
+    assert sum(curve[-3:]) / 3 > sum(curve[:3]) / 3 + 0.3, curve
+    assert ppo["intervals"]["reward"]["change"]["ci95"][1] > 0.5, ppo["intervals"]["reward"]
 
 
 def test_ppo_reward_is_hacked_not_earned(ppo):
-    # what notebook 05 shows and discusses: the reward rose but the facts it cannot see did not. On 20 prompts one
-    # answer is 0.05: a change of one answer either way is noise (bfloat16 and float32 training differ by that much)
-    assert ppo["after"]["correct fact"] <= ppo["before"]["correct fact"] + 0.05 + 1e-9, (ppo["before"], ppo["after"])
-    # the gold judge (requested form AND right fact) sees what the proxy cannot: it must not have risen either
-    assert ppo["after"]["gold"] <= ppo["before"]["gold"] + 0.05 + 1e-9, (ppo["before"], ppo["after"])
+    # what notebook 05 shows and discusses: the facts the reward model cannot see fell, and so did the gold judge
+    # (requested form AND right fact). Measured on 20 prompts: -0.80 [-0.95, -0.60] and -0.50 [-0.70, -0.30]; the
+    # upper bounds must stay below zero by a margin
+    for metric in ("correct fact", "gold"):
+        change = ppo["intervals"][metric]
+        assert change["direction"] == "fell" and change["change"]["ci95"][1] < -0.15, (metric, change)
     # judged with a budget that lets the starting model's full sentences end (not cut before their fact)
     assert ppo["before"]["truncated"] <= 0.1 and ppo["after"]["truncated"] <= 0.1, (ppo["before"], ppo["after"])
     # the policy is paid the penalised reward: never above the score, below it where answers were cut off
@@ -82,10 +86,13 @@ def test_dpo_starts_near_chance_on_held_out_pairs(dpo):
 
 
 def test_dpo_learns_the_held_out_preferences(dpo):
-    after = dpo["after"]
+    after, change = dpo["after"], {metric: result["change"] for metric, result in dpo["intervals"].items()}
     assert after["reward_accuracy"] >= 0.8, f"held-out reward accuracy {after['reward_accuracy']:.2f} < 0.8"
-    assert after["reward_margin"] > 0.5, f"held-out reward margin only rose to {after['reward_margin']:.2f}"
-    assert after["preference_accuracy"] > dpo["before"]["preference_accuracy"] + 0.2
+    # paired over the 20 dev pairs (measured: reward accuracy +0.45 [0.35, 0.50], margin +5.6 [3.9, 7.2])
+    assert change["reward_accuracy"]["ci95"][0] > 0.2 and change["reward_margin"]["ci95"][0] > 1.0, change
+    # preference accuracy +0.30 [0.05, 0.55]: it rose, narrowly on 20 pairs (on notebook 09's 80 test pairs the
+    # lower bound clears 0.1, tests/test_comparison.py)
+    assert dpo["intervals"]["preference_accuracy"]["direction"] == "rose", change["preference_accuracy"]
 
 
 def test_dpo_margins_rise_along_the_training_run(dpo):
@@ -107,21 +114,28 @@ def test_orpo_record_says_what_ran(orpo):
 
 
 def test_orpo_raises_the_held_out_log_odds(orpo):
-    before, after = orpo["before"]["log_odds_ratio"], orpo["after"]["log_odds_ratio"]
-    assert after > before + 1.0, f"held-out log odds ratio {before:.2f} -> {after:.2f}"
+    # paired over the 20 held-out pairs (measured: +3.3 [2.0, 4.8])
+    change = orpo["intervals"]["log_odds_ratio"]["change"]
+    assert change["ci95"][0] > 1.0, f"held-out log odds ratio change {change}"
     assert orpo["after"]["preference_accuracy"] >= 0.8, orpo["after"]
 
 
 def test_orpo_keeps_the_chosen_answers_likely(orpo):
-    # the NLL term: unlike DPO, the chosen answers gain probability while the rejected ones lose it
-    assert orpo["after"]["logp_chosen"] > orpo["before"]["logp_chosen"], orpo["after"]
-    assert orpo["after"]["logp_rejected"] < orpo["before"]["logp_rejected"], orpo["after"]
+    # the NLL term: unlike DPO, the chosen answers gain probability while the rejected ones lose it (measured:
+    # log p(chosen) +4.2 [2.3, 6.5], log p(rejected) -5.9 [-7.8, -4.0], summed over the answer's tokens)
+    change = {metric: result["change"] for metric, result in orpo["intervals"].items()}
+    assert change["logp_chosen"]["ci95"][0] > 0.5, change["logp_chosen"]
+    assert change["logp_rejected"]["ci95"][1] < -1.0, change["logp_rejected"]
 
 
 def test_the_odds_ratio_term_adds_to_sft_alone(orpo):
-    # beta=0 is plain SFT on the chosen answers: it makes the rejected answers likelier too
-    assert orpo["after"]["log_odds_ratio"] > orpo["sft_only"]["log_odds_ratio"], (orpo["after"], orpo["sft_only"])
-    assert orpo["sft_only"]["logp_rejected"] > orpo["after"]["logp_rejected"]
+    # beta=0 is plain SFT on the chosen answers: it makes the rejected answers likelier too. ORPO minus SFT alone,
+    # paired (measured: log odds ratio +1.9 [1.1, 2.7], log p(rejected) -10.7 [-12.6, -8.7])
+    over_sft = {metric: result["change"] for metric, result in orpo["over_sft_only"].items()}
+    assert over_sft["log_odds_ratio"]["value"] == pytest.approx(
+        orpo["after"]["log_odds_ratio"] - orpo["sft_only"]["log_odds_ratio"], abs=1e-6)
+    assert over_sft["log_odds_ratio"]["ci95"][0] > 0.5, over_sft["log_odds_ratio"]
+    assert over_sft["logp_rejected"]["ci95"][1] < -1.0, over_sft["logp_rejected"]
 
 
 @pytest.fixture(scope="module")
@@ -138,14 +152,17 @@ def test_grpo_record_says_what_ran(grpo):
 
 
 def test_grpo_raises_the_held_out_reward(grpo):
-    before, after = grpo["before"], grpo["after"]
-    assert after["reward"] > before["reward"] + 0.3, f"held-out reward {before['reward']:.2f} -> {after['reward']:.2f}"
-    assert after["format"] > before["format"], (before, after)
+    # paired over the 32 held-out prompts (measured: reward +0.66 [0.39, 0.93], format +0.66 [0.57, 0.76])
+    change = {metric: result["change"] for metric, result in grpo["intervals"].items()}
+    assert change["reward"]["ci95"][0] > 0.2, change["reward"]
+    assert change["format"]["ci95"][0] > 0.3, change["format"]
 
 
 def test_grpo_did_not_buy_the_format_with_wrong_answers(grpo):
-    # a policy that games the format reward (e.g. "3.3.3.3") loses correctness; this run must not
+    # a policy that games the format reward (e.g. "3.3.3.3") loses correctness; this run must not (measured: 0.72 ->
+    # 0.72, +0.00 [-0.22, 0.22]: within noise, not fallen)
     assert grpo["after"]["correctness"] >= 0.5, grpo["after"]
+    assert grpo["intervals"]["correctness"]["direction"] != "fell", grpo["intervals"]["correctness"]
 
 
 def test_grpo_kl_grows_from_zero_when_beta_is_set(grpo):
@@ -162,3 +179,54 @@ def test_the_datasheet_names_the_form_the_starting_model_prefers(dpo):
     sheet = (Path(__file__).resolve().parents[1] / "assets" / "preferences" / "DATASHEET.md").read_text()
     said = "prefers the full sentence" if prefers_sentences else "prefers the short answer"
     assert said in sheet, (before, said)
+
+
+@pytest.fixture(scope="module")
+def grpo_rm():
+    return record("08_grpo_rm")
+
+
+WITH_INTERVALS = {  # record -> how many held-out prompts or pairs its before/after were measured on
+    "05_reward_model": "eval_pairs", "05_ppo": "eval_prompts", "06_dpo": "eval_pairs", "07_orpo": "eval_pairs",
+    "08_grpo": "eval_prompts", "08_grpo_rm": "eval_prompts"}
+
+
+@pytest.mark.parametrize("name", WITH_INTERVALS)
+def test_before_and_after_come_with_paired_intervals(name):
+    """Every before/after a training notebook reports carries its 95% interval over the held-out prompts, and the
+    change is paired (the same prompts twice): its direction is read from the interval."""
+    run = record(name)
+    intervals, n = run["intervals"], run[WITH_INTERVALS[name]]
+    assert intervals and set(intervals) <= set(run["before"]) & set(run["after"]), (name, sorted(intervals))
+    for metric, result in intervals.items():
+        for side in ("before", "after"):
+            assert result[side]["value"] == pytest.approx(run[side][metric], abs=1e-6), (name, metric, side)
+        assert result["change"]["value"] == pytest.approx(run["after"][metric] - run["before"][metric], abs=1e-6)
+        for part in ("before", "after", "change"):
+            low, high = result[part]["ci95"]
+            assert result[part]["n"] == n and low <= result[part]["value"] + 1e-9 <= high + 2e-9, (name, metric, part)
+        low, high = result["change"]["ci95"]
+        assert result["direction"] == ("rose" if low > 0 else "fell" if high < 0 else "within noise"), (name, metric)
+
+
+def test_grpo_control_changes_only_the_reward(grpo, grpo_rm):
+    """Notebook 08's control: the GRPO run again, with notebook 05's reward model as its only reward."""
+    for key in ("profile", "model", "steps", "num_generations", "beta", "prompts", "eval_prompts"):
+        assert grpo_rm[key] == grpo[key], key
+    assert grpo_rm["before"]["correctness"] == grpo["before"]["correctness"]  # the same start, the same answers
+    assert {k: v for k, v in grpo_rm["checker_run_after"].items() if k in grpo["after"]} == pytest.approx(grpo["after"])
+    assert grpo_rm["models_in_memory"][1:] == ["reward model"] and grpo_rm["weight_copies"] == 2
+    assert len(grpo_rm["reward_curve"]) == grpo_rm["steps"]
+    assert set(grpo_rm["reward_effect"]) == set(grpo_rm["intervals"])
+
+
+def test_the_same_grpo_paid_by_the_reward_model_hacks_it(grpo_rm):
+    """Notebook 08's control: with the reward model as its reward, GRPO raises the reward model's score and loses the
+    facts, as PPO did in notebook 05; with the checker (the same run otherwise) it kept them. Measured on 32 held-out
+    prompts: reward-model score +4.6 [4.1, 5.1] from the start, correctness -0.53 [-0.72, -0.31] from the start and
+    -0.53 [-0.72, -0.34] against the checker-paid run."""
+    from_start, against_checker = grpo_rm["intervals"], grpo_rm["reward_effect"]
+    assert from_start["reward-model score"]["change"]["ci95"][0] > 1.0, from_start["reward-model score"]
+    assert from_start["correctness"]["change"]["ci95"][1] < -0.15, from_start["correctness"]
+    assert against_checker["correctness"]["change"]["ci95"][1] < -0.15, against_checker["correctness"]
+    assert against_checker["reward-model score"]["direction"] == "rose", against_checker["reward-model score"]

@@ -36,3 +36,25 @@ def test_verdicts_read_intervals_in_three_states():
     assert stats.combine("within noise", "fails") == "fails"
     with pytest.raises(ValueError, match="at least one value"):
         stats.bootstrap_ci([])
+
+
+def test_before_after_pairs_the_prompts():
+    # the same 40 prompts before and after: 10 rose by one, the rest stayed. Unpaired, the two intervals overlap
+    # (0.30 [0.15, 0.45] against 0.55 [0.40, 0.70]); paired, the change is +0.25 [0.12, 0.38] and clears 0
+    before = torch.tensor([1.0] * 12 + [0.0] * 28)
+    after = before.clone()
+    after[12:22] = 1.0
+    result = stats.before_after({"right fact": before, "length": torch.full((40,), 5.0)},
+                                {"right fact": after, "length": torch.full((40,), 5.0)})
+    fact = result["right fact"]
+    assert fact["before"]["value"] == pytest.approx(0.3) and fact["after"]["value"] == pytest.approx(0.55)
+    assert fact["before"]["ci95"][1] > fact["after"]["ci95"][0], "unpaired, the intervals overlap"
+    assert fact["change"]["value"] == pytest.approx(0.25) and fact["change"]["ci95"][0] > 0.05
+    assert fact["direction"] == "rose" and fact["change"]["n"] == 40
+    assert result["length"]["direction"] == "within noise" and result["length"]["change"]["ci95"] == [0.0, 0.0]
+    assert stats.before_after({"x": after}, {"x": before})["x"]["direction"] == "fell"
+    assert stats.means({"right fact": before}) == {"right fact": pytest.approx(0.3)}
+    table = stats.before_after_table(result)
+    assert table.loc["right fact", "change"] == "0.25 " + "[{:.2f}, {:.2f}]".format(*fact["change"]["ci95"])
+    with pytest.raises(ValueError, match="same prompts"):
+        stats.before_after({"x": before}, {"x": before[:10]})
