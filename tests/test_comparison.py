@@ -101,7 +101,7 @@ def test_each_claim_reads_its_state_from_the_intervals(comparison):
     expected = {0: stats.combine(v(d["dpo_pref"]["ci95"]), v(d["orpo_pref"]["ci95"])),
                 2: v(d["orpo_sft_pref"]["ci95"]),
                 3: stats.combine(v(d["ppo_proxy"]["ci95"]), v(d["ppo_gold_fall"]["ci95"])),
-                4: stats.combine(v(d["reward_fact"]["ci95"]), v(d["reward_vs_algorithm"]["ci95"]))}
+                4: stats.combine(v(d["reward_fact"]["ci95"]), v(d["reward_vs_rest"]["ci95"]))}
     for i, state in expected.items():
         assert claims[i]["state"] == state, (claims[i], state)
     for diff in d.values():
@@ -111,7 +111,7 @@ def test_each_claim_reads_its_state_from_the_intervals(comparison):
 def test_on_the_cpu_profile_the_claims_with_clear_intervals_hold(comparison):
     """What this run's intervals support, with a margin: on 80 test prompts the paired differences behind claims 1,
     3, 4 and 5 clear zero by at least 0.1 (the lower bounds measured: 0.15, 0.11, 0.23, and for 5 0.60 for the
-    reward's effect on the facts), and the timings behind 2 and 6 differ by a factor of 1.5 or more. The gold judge
+    reward's effect on the facts and 0.36 for its share against the rest's), and the timings behind 2 and 6 differ by a factor of 1.5 or more. The gold judge
     sees PPO's hack: the proxy rose, gold fell; notebook 08's control (GRPO paid by the reward model) loses the facts
     a checker-paid GRPO keeps."""
     if comparison["profile"] != "cpu":
@@ -122,8 +122,7 @@ def test_on_the_cpu_profile_the_claims_with_clear_intervals_hold(comparison):
     assert d["ppo_proxy"]["ci95"][0] > 0.3 and d["ppo_gold"]["ci95"][1] < -0.1, (d["ppo_proxy"], d["ppo_gold"])
     assert d["grpo_ppo_fact"]["ci95"][0] > 0.5 and d["grpo_ppo_fact"]["p_mcnemar"] < 1e-3
     assert d["reward_fact"]["ci95"][0] > 0.4 and d["reward_fact"]["p_mcnemar"] < 1e-6, d["reward_fact"]
-    assert d["reward_vs_algorithm"]["ci95"][0] > 0.1, d["reward_vs_algorithm"]
-    assert d["grpo_ppo_fact"]["value"] == pytest.approx(d["reward_fact"]["value"] + d["algorithm_fact"]["value"])
+    assert d["reward_vs_rest"]["ci95"][0] > 0.1, d["reward_vs_rest"]  # measured: +0.54 [0.36, 0.71]
     rows = {row["method"]: row["metrics"] for row in comparison["rows"]}
     for method in ("SFT on chosen", "ORPO"):  # learning from the pairs' chosen answers beats the start by gold
         assert rows[method]["gold win rate vs start"]["ci95"][0] > 0.6, (method, rows[method])

@@ -50,7 +50,8 @@ def test_ppo_raises_the_reward_it_is_paid(ppo):
     # What holds here: the samples' reward rose along the run, and the held-out interval leaves room for a rise.
     curve = ppo["reward_curve"]
     assert sum(curve[-3:]) / 3 > sum(curve[:3]) / 3 + 0.3, curve
-    assert ppo["intervals"]["reward"]["change"]["ci95"][1] > 0.5, ppo["intervals"]["reward"]
+    change = ppo["intervals"]["reward"]
+    assert change["change"]["value"] > 0 and change["direction"] != "fell", change
 
 
 def test_ppo_reward_is_hacked_not_earned(ppo):
@@ -90,9 +91,10 @@ def test_dpo_learns_the_held_out_preferences(dpo):
     assert after["reward_accuracy"] >= 0.8, f"held-out reward accuracy {after['reward_accuracy']:.2f} < 0.8"
     # paired over the 20 dev pairs (measured: reward accuracy +0.45 [0.35, 0.50], margin +5.6 [3.9, 7.2])
     assert change["reward_accuracy"]["ci95"][0] > 0.2 and change["reward_margin"]["ci95"][0] > 1.0, change
-    # preference accuracy +0.30 [0.05, 0.55]: it rose, narrowly on 20 pairs (on notebook 09's 80 test pairs the
-    # lower bound clears 0.1, tests/test_comparison.py)
-    assert dpo["intervals"]["preference_accuracy"]["direction"] == "rose", change["preference_accuracy"]
+    # preference accuracy +0.30 [0.05, 0.55]: it rose, narrowly on 20 pairs (one pair is 0.05), so here only "not
+    # fallen, up by 0.15 or more"; on notebook 09's 80 test pairs the lower bound clears 0.1 (test_comparison.py)
+    assert dpo["intervals"]["preference_accuracy"]["direction"] != "fell", change["preference_accuracy"]
+    assert change["preference_accuracy"]["value"] >= 0.15, change["preference_accuracy"]
 
 
 def test_dpo_margins_rise_along_the_training_run(dpo):
@@ -215,6 +217,7 @@ def test_grpo_control_changes_only_the_reward(grpo, grpo_rm):
         assert grpo_rm[key] == grpo[key], key
     assert grpo_rm["before"]["correctness"] == grpo["before"]["correctness"]  # the same start, the same answers
     assert {k: v for k, v in grpo_rm["checker_run_after"].items() if k in grpo["after"]} == pytest.approx(grpo["after"])
+    assert grpo_rm["config_diff"] == ["output_dir", "run_name"], grpo_rm["config_diff"]  # nothing else changed
     assert grpo_rm["models_in_memory"][1:] == ["reward model"] and grpo_rm["weight_copies"] == 2
     assert len(grpo_rm["reward_curve"]) == grpo_rm["steps"]
     assert set(grpo_rm["reward_effect"]) == set(grpo_rm["intervals"])
