@@ -10,24 +10,13 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 from torch.testing import assert_close
-from transformers import (AutoModelForSequenceClassification, AutoTokenizer, BitsAndBytesConfig, LlamaConfig,
-                          LlamaForCausalLM, LlamaForSequenceClassification)
+from transformers import (AutoModelForSequenceClassification, BitsAndBytesConfig, LlamaForCausalLM,
+                          LlamaForSequenceClassification)
 
 import helpers
 from helpers.losses import sequence_logps
 
 warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated")
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(helpers.model_path("HuggingFaceTB/SmolLM2-135M-Instruct"))
-
-
-def tiny_config(tokenizer, **extra):
-    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                       pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **extra)
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +52,9 @@ def lora(model, task_type):
 
 
 @pytest.mark.parametrize("with_lora", [False, True])
-def test_preference_logps_equal_each_sequence_scored_alone(tokenizer, pairs, with_lora):
+def test_preference_logps_equal_each_sequence_scored_alone(tokenizer, tiny_config, pairs, with_lora):
     torch.manual_seed(0)
-    model = LlamaForCausalLM(tiny_config(tokenizer)).eval()
+    model = LlamaForCausalLM(tiny_config()).eval()
     if with_lora:
         model = lora(model, "CAUSAL_LM")
     ours = helpers.preference_logps(model, tokenizer, pairs, average=None, batch_size=4)  # two batches, one short
@@ -79,9 +68,9 @@ def test_preference_logps_equal_each_sequence_scored_alone(tokenizer, pairs, wit
 
 
 @pytest.mark.parametrize("with_lora", [False, True])
-def test_reward_scores_of_several_answer_lists_equal_each_answer_scored_alone(tokenizer, pairs, with_lora):
+def test_reward_scores_of_several_answer_lists_equal_each_answer_scored_alone(tokenizer, tiny_config, pairs, with_lora):
     torch.manual_seed(0)
-    model = LlamaForSequenceClassification(tiny_config(tokenizer, num_labels=1)).eval()
+    model = LlamaForSequenceClassification(tiny_config(num_labels=1)).eval()
     if with_lora:
         model = lora(model, "SEQ_CLS")
     answers = {"chosen": [m[0]["content"] for m in pairs["chosen"]],
@@ -96,17 +85,17 @@ def test_reward_scores_of_several_answer_lists_equal_each_answer_scored_alone(to
         assert_close(helpers.reward_scores(model, tokenizer, pairs["prompt"], texts), ours[name], rtol=1e-5, atol=1e-4)
 
 
-def test_reward_scores_need_the_pad_token_in_the_config(tokenizer, pairs):
-    model = LlamaForSequenceClassification(tiny_config(tokenizer, num_labels=1)).eval()
+def test_reward_scores_need_the_pad_token_in_the_config(tokenizer, tiny_config, pairs):
+    model = LlamaForSequenceClassification(tiny_config(num_labels=1)).eval()
     model.config.pad_token_id = None
     with pytest.raises(ValueError, match="config.pad_token_id = tokenizer.pad_token_id"):
         helpers.reward_scores(model, tokenizer, pairs["prompt"][:2], ["52", "53"])
 
 
-def test_shared_passes_in_a_t4s_4bit_float16_state(tokenizer, pairs, tmp_path):
+def test_shared_passes_in_a_t4s_4bit_float16_state(tokenizer, tiny_config, pairs, tmp_path):
     """The t4 profile's reward model: a 4-bit body computing in float16 (the cache holds float16 keys and values)."""
     torch.manual_seed(0)
-    LlamaForSequenceClassification(tiny_config(tokenizer, num_labels=1)).save_pretrained(tmp_path)
+    LlamaForSequenceClassification(tiny_config(num_labels=1)).save_pretrained(tmp_path)
     quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                       bnb_4bit_compute_dtype=torch.float16)
     model = AutoModelForSequenceClassification.from_pretrained(tmp_path, dtype=torch.float16,
@@ -119,10 +108,10 @@ def test_shared_passes_in_a_t4s_4bit_float16_state(tokenizer, pairs, tmp_path):
     assert_close(ours, alone, rtol=0.02, atol=0.02 * alone.abs().max().item() + 1e-3)  # float16 rounding
 
 
-def test_each_prompt_is_computed_once(tokenizer, pairs):
+def test_each_prompt_is_computed_once(tokenizer, tiny_config, pairs):
     """The point of sharing: a pair's prompt runs through the model once, not once per answer."""
     torch.manual_seed(0)
-    model = LlamaForCausalLM(tiny_config(tokenizer)).eval()
+    model = LlamaForCausalLM(tiny_config()).eval()
     seen = []
     model.model.embed_tokens.register_forward_hook(lambda module, args, out: seen.append(int((args[0] >= 0).sum())))
     helpers.preference_logps(model, tokenizer, pairs, batch_size=len(pairs))
