@@ -189,17 +189,15 @@ def answers_logps(model, tokenizer, prompts: list[list[dict]], answer_sets: list
 
 
 def answer_logps(model, tokenizer, prompts: list[list[dict]], answers: list[list[dict]], average: bool = False,
-                 batch_size: int = 16, with_lengths: bool = False):
+                 batch_size: int = 16):
     """Log-probability of each chat answer given its prompt, tokenized the way TRL's preference trainers do it.
 
     prompts: chat prompts (lists of messages); answers: one assistant turn each (lists with one message).
-    Returns (N,): the answer tokens' log-probs summed (DPO) or averaged per token (ORPO); with_lengths=True
-    returns (summed log-probs, answer token counts), from which both follow in one pass. The model's own
-    forward pass, so call it inside `with model.disable_adapter():` to score with the reference model.
+    Returns (N,): the answer tokens' log-probs summed (DPO) or averaged per token (ORPO); `answers_logps` gives the
+    sums and the token counts, from which both follow in one pass. The model's own forward pass, so call it inside
+    `with model.disable_adapter():` to score with the reference model.
     """
     sums, lengths = answers_logps(model, tokenizer, prompts, [answers], batch_size)
-    if with_lengths:
-        return sums[0], lengths[0].long()
     return sums[0] / lengths[0].clamp(min=1) if average else sums[0]
 
 
