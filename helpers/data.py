@@ -7,6 +7,7 @@ Formats are TRL's: chat messages are lists of {"role": ..., "content": ...} dict
 """
 
 import json
+import re
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_dataset
@@ -35,7 +36,7 @@ COURSE_DATASETS = {  # dataset -> {split: format}
     "sft": {"train": "prompt_completion", "test": "prompt_completion"},
     "preferences": {"train": "preference", "test": "preference"},
     "rl": {"train": "verifiable", "test": "verifiable"},
-    "retrieval": {"train": "pairs", "test": "ir_queries", "corpus": "ir_corpus"},
+    "retrieval": {"train": "pairs", "dev": "ir_queries", "test": "ir_queries", "corpus": "ir_corpus"},
 }
 
 
@@ -83,6 +84,31 @@ def check_format(dataset: Dataset, fmt: str, where: str = "dataset") -> None:
                              f"the first row has {str(value)[:120]!r}.")
         if kind == TEXT and not isinstance(value, str):
             raise ValueError(f"{where}: column '{col}' must hold strings; the first row has {type(value).__name__}.")
+
+
+def wording_overlap(held_out: list[str], train: list[str], names=(), n: int = 3) -> dict:
+    """How much of a held-out set's wording already occurs in training: the leak check for a test split.
+
+    Names (e.g. the devices of a retrieval set) are replaced by one placeholder first, so that a question copied
+    from training with another name in it counts as copied. Returns {"exact": share of held-out texts that equal a
+    training text, "ngrams": share of the held-out texts' word n-grams (lowercased) that some training text
+    contains, "n": n}.
+    """
+    pattern = re.compile("|".join(re.escape(name) for name in sorted(names, key=len, reverse=True))) if names else None
+
+    def words(text):
+        text = pattern.sub(" NAME ", text) if pattern else text
+        return re.findall(r"[a-z0-9']+", text.lower())
+
+    def grams(text):
+        w = words(text)
+        return [tuple(w[i:i + n]) for i in range(len(w) - n + 1)]
+
+    seen_texts = {" ".join(words(t)) for t in train}
+    seen_grams = {g for t in train for g in grams(t)}
+    held_grams = [g for t in held_out for g in grams(t)]
+    return {"exact": sum(" ".join(words(t)) in seen_texts for t in held_out) / len(held_out),
+            "ngrams": sum(g in seen_grams for g in held_grams) / max(len(held_grams), 1), "n": n}
 
 
 def _is_messages(value) -> bool:

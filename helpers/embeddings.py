@@ -161,13 +161,18 @@ def dims_table(dims: Sequence[int], baseline: dict, finetuned: dict, search_s: d
     return table
 
 
-def plot_metric_by_dim(curves: dict[str, dict[int, float]], metric: str = "nDCG@10", title: str = "", ax=None):
-    """One line per model: the metric against the embedding dimension (log2 axis). Returns the axes."""
+def plot_metric_by_dim(curves: dict[str, dict[int, float]], metric: str = "nDCG@10", title: str = "", ax=None,
+                       intervals: dict[str, dict[int, Sequence[float]]] | None = None):
+    """One line per model: the metric against the embedding dimension (log2 axis), with a shaded 95% interval
+    where `intervals` gives one ({label: {dim: (low, high)}}). Returns the axes."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))
     for label, by_dim in curves.items():
         dims = sorted(by_dim)
-        ax.plot(dims, [by_dim[d] for d in dims], marker="o", label=label)
+        line, = ax.plot(dims, [by_dim[d] for d in dims], marker="o", label=label)
+        if intervals and label in intervals:
+            ax.fill_between(dims, [intervals[label][d][0] for d in dims], [intervals[label][d][1] for d in dims],
+                            color=line.get_color(), alpha=0.15, linewidth=0)
     all_dims = sorted({d for by_dim in curves.values() for d in by_dim})
     ax.set_xscale("log", base=2)
     ax.set_xticks(all_dims, [str(d) for d in all_dims])
@@ -203,3 +208,21 @@ def retrieval_splits_from_pairs(pairs: Dataset, n_train: int, n_test: int, seed:
     train = [{"anchor": row["anchor"], "positive": row["positive"]} for row in unique[n_test:]]
     return DatasetDict({"train": Dataset.from_list(train), "test": Dataset.from_list(test),
                         "corpus": Dataset.from_list(corpus)})
+
+
+def ndcg_per_query(query_emb: torch.Tensor, corpus_emb: torch.Tensor, positive: torch.Tensor, dims: Sequence[int],
+                   k: int = 10) -> dict[int, torch.Tensor]:
+    """nDCG@k of every query, for each truncation size, with one relevant passage per query.
+
+    query_emb: (Q, D), corpus_emb: (N, D), positive: (Q,) index of each query's relevant passage in corpus_emb.
+    Returns {d: (Q,)}: 1 / log2(1 + rank) where the passage ranks in the top k (rank 1 = best), else 0, ranking by
+    the cosine of the first d numbers. Rank = 1 + the passages scored strictly higher. The mean over queries is
+    what InformationRetrievalEvaluator reports; per query it is what a bootstrap over queries resamples.
+    """
+    result = {}
+    for d in dims:
+        scores = F.normalize(query_emb[:, :d].float(), dim=-1) @ F.normalize(corpus_emb[:, :d].float(), dim=-1).T
+        right = scores.gather(1, positive.view(-1, 1))  # (Q, 1): the relevant passage's score
+        rank = (scores > right).sum(1) + 1  # (Q,)
+        result[d] = torch.where(rank <= k, 1.0 / torch.log2(1.0 + rank.double()), torch.zeros((), dtype=torch.float64))
+    return result

@@ -295,43 +295,78 @@ def make_rl(rng, n_train=400, n_test=64):
 
 # ---------------------------------------------------------------------------------------------------------
 # 5. Retrieval: help-desk questions written the way users talk, passages written the way manuals talk.
-#    Distractors: the same device with other problems, and the same problem on other devices.
+#    Distractors: the same device with other problems (some of them near misses: two blinking lights, two
+#    battery problems, two connection problems), and the same problem on other devices.
+#    Held out twice over: the test questions ask about (device, problem) passages no training pair uses, in
+#    wordings written separately from the training ones (other vocabulary, other sentence shapes), so a gain
+#    on them is a gain on how people phrase a problem, not recall of trained sentences.
 # ---------------------------------------------------------------------------------------------------------
 DEVICES = ["Orbix X2 router", "Lumo S3 desk lamp", "Tessel K7 keyboard", "Nimbo A1 air purifier",
            "Arkon V5 robot vacuum", "Vela P2 smart plug", "Pico M4 baby monitor", "Strato H9 headphones",
            "Kelvo T3 thermostat", "Ferro B8 e-bike", "Zephy C2 coffee machine", "Corvo D6 doorbell camera",
            "Halden W1 washing machine", "Brisa F4 ceiling fan", "Quill R2 e-reader", "Mantis G5 drone"]
-# (manual wording for the passage, several ways a user says the same thing)
+# (manual wording for the passage, training wordings of a user, held-out wordings of a user)
 PROBLEMS = [
     ("the status LED flashes amber after a firmware update",
      ["my {d} light keeps blinking orange since the update", "{d} orange flashing light after updating",
-      "why is the {d} blinking yellowish after new software", "{d} amber blink won't stop"]),
+      "why is the {d} blinking yellowish after new software", "{d} amber blink won't stop"],
+     ["ever since I installed the latest version the {d} indicator pulses gold",
+      "{d}: small lamp on the front goes on and off in amber, started after upgrading",
+      "upgraded the firmware and now the {d} glows and flickers orange-ish", "{d} yellow status signal pulsing post-upgrade"]),
+    ("the status LED flashes red while the battery is charging",
+     ["{d} red light blinking while it charges", "my {d} flashes red when plugged in",
+      "why does the {d} blink red on the charger", "{d} charging light keeps flashing red"],
+     ["connected the {d} to power and a crimson indicator keeps pulsing", "{d} shows a scarlet lamp going on-off during recharge",
+      "the little lamp on my {d} turns red again and again whenever it is topping up",
+      "{d} pulsing red glow as soon as I attach the cable"]),
     ("the device does not power on when the button is pressed",
      ["{d} is completely dead, nothing happens", "my {d} won't turn on at all", "{d} no power when I push the switch",
-      "pressed the button on the {d} and nothing"]),
+      "pressed the button on the {d} and nothing"],
+     ["{d} refuses to start up", "holding down the on key of my {d} does nothing, screen stays black",
+      "{d} totally lifeless, can't get it going", "my {d} will not boot whatever I try"]),
     ("the wireless connection drops intermittently",
      ["{d} keeps losing wifi every few minutes", "my {d} disconnects randomly", "{d} signal cuts out now and then",
-      "why does the {d} go offline all the time"]),
-    ("the battery depletes faster than specified",
-     ["{d} battery dies really quickly", "my {d} runs out of charge in no time", "{d} doesn't hold a charge anymore",
-      "{d} battery life is terrible"]),
-    ("the unit emits a high-pitched noise during operation",
-     ["{d} makes a squeaky whining sound", "my {d} is beeping and screeching while running", "weird squeal from the {d}",
-      "{d} whistling noise when it works"]),
-    ("the touch controls are unresponsive",
-     ["{d} buttons don't react when I tap them", "touch panel on my {d} ignores me", "{d} won't respond to taps",
-      "can't press anything on the {d} screen"]),
-    ("the device overheats and shuts down",
-     ["{d} gets super hot and turns itself off", "my {d} switches off because it's too warm", "{d} burning hot then dies",
-      "{d} shuts down when it heats up"]),
+      "why does the {d} go offline all the time"],
+     ["{d} loses its internet link several times an hour", "my {d} keeps falling off the network",
+      "the {d} has a flaky wlan connection", "{d} connectivity comes and goes"]),
     ("the companion app cannot find the device during pairing",
      ["phone app doesn't see my {d}", "can't pair the {d} with my phone", "{d} not showing up in the app",
-      "app says no device found for {d}"]),
+      "app says no device found for {d}"],
+     ["smartphone application fails to detect the {d} while setting it up", "{d} invisible to the mobile software during setup",
+      "trying to link my {d} but the scan on my mobile finds nothing", "setup wizard on my handset never discovers the {d}"]),
+    ("the battery depletes faster than specified",
+     ["{d} battery dies really quickly", "my {d} runs out of charge in no time", "{d} doesn't hold a charge anymore",
+      "{d} battery life is terrible"],
+     ["{d} drains to empty within an hour", "my {d} needs recharging constantly",
+      "the {d} power cell empties much sooner than advertised", "{d} barely lasts half a day when full"]),
+    ("the battery does not charge when the cable is connected",
+     ["{d} won't charge when plugged in", "my {d} battery stays at zero on the charger",
+      "plugging in the {d} doesn't charge it", "{d} not charging at all"],
+     ["{d} percentage never goes up while connected to power", "my {d} refuses to refill its cell from the adapter",
+      "hooked the {d} up to the mains for hours and it is still empty", "{d} ignores the power lead, level stuck"]),
+    ("the unit emits a high-pitched noise during operation",
+     ["{d} makes a squeaky whining sound", "my {d} is beeping and screeching while running", "weird squeal from the {d}",
+      "{d} whistling noise when it works"],
+     ["{d} produces a shrill tone while in use", "there is an annoying piercing sound coming out of my {d}",
+      "my {d} hums at a very high frequency when on", "{d} screams like a kettle"]),
+    ("the touch controls are unresponsive",
+     ["{d} buttons don't react when I tap them", "touch panel on my {d} ignores me", "{d} won't respond to taps",
+      "can't press anything on the {d} screen"],
+     ["the {d} touchscreen doesn't register my finger", "my {d} disregards every swipe and press",
+      "{d} touch surface is frozen", "nothing happens when my finger hits the {d} display"]),
+    ("the device overheats and shuts down",
+     ["{d} gets super hot and turns itself off", "my {d} switches off because it's too warm", "{d} burning hot then dies",
+      "{d} shuts down when it heats up"],
+     ["{d} cuts out after getting scorching", "my {d} becomes too hot to hold and then powers off",
+      "thermal shutdown on the {d} several times a day", "the {d} overheats and stops"]),
     ("the display shows error code E4",
-     ["{d} screen says E4", "got an E4 message on my {d}", "what does E4 mean on the {d}", "{d} error four on display"]),
+     ["{d} screen says E4", "got an E4 message on my {d}", "what does E4 mean on the {d}", "{d} error four on display"],
+     ["{d} flashing E4 on its readout", "the readout on my {d} shows E4", "{d} stuck on code E4", "fault E4 appears on the {d}"]),
     ("the device resets to factory settings on its own",
      ["my {d} keeps forgetting all my settings", "{d} wipes itself back to default", "settings on the {d} disappear",
-      "{d} randomly goes back to out of the box state"]),
+      "{d} randomly goes back to out of the box state"],
+     ["{d} erased my preferences overnight", "my {d} keeps returning to its original configuration",
+      "every morning the {d} has lost its setup", "{d} restores defaults by itself"]),
 ]
 FIXES = [
     "Hold the reset button for ten seconds, then reinstall the latest firmware from the support page.",
@@ -344,29 +379,36 @@ FIXES = [
     "Enable Bluetooth and location permissions for the app, then restart the pairing mode.",
     "Unplug the device for one minute; if the code returns, the sensor module needs service.",
     "Replace the backup coin cell and save your settings again.",
+    "Use the supplied charger and wipe the charging contacts with a dry cloth.",
+    "Update the companion app, then restore the last saved profile from the app's backup page.",
 ]
+# a closing sentence per device (5 of them, so no two devices share both fix and note): no passage text repeats
+# even with the device name taken out
+NOTES = ["Keep the receipt for warranty claims.", "The warranty does not cover damage from third-party parts.",
+         "Write down the serial number before you call.", "Service centres are listed in the printed guide.",
+         "Software updates are free for five years."]
 
 
-def make_retrieval(rng, test_fraction=0.25):
-    corpus, pairs = [], []
+def make_retrieval(rng, dev_combos=16, test_combos=48):
+    """(train, dev, test, corpus): dev and test hold out whole (device, problem) combinations and ask about them
+    only in the held-out wordings; dev is for choosing settings, test for reporting."""
+    corpus, combos = [], []
     for d_i, device in enumerate(DEVICES):
-        for p_i, (problem, user_wordings) in enumerate(PROBLEMS):
+        for p_i, (problem, _, _) in enumerate(PROBLEMS):
             pid = f"p{d_i:02d}{p_i:02d}"
             fix = FIXES[(p_i + d_i) % len(FIXES)]  # fixes rotate so they do not give the problem away
-            corpus.append({"id": pid, "text": f"{device}: if {problem}, do the following. {fix}"})
-            for wording in user_wordings:
-                pairs.append({"query": wording.format(d=device), "positive_id": pid, "device": d_i, "problem": p_i})
-    # Hold out whole (device, problem) combinations: the test queries ask about passages no training pair used.
-    combos = sorted({(p["device"], p["problem"]) for p in pairs})
+            corpus.append({"id": pid, "text": f"{device}: if {problem}, do the following. {fix} {NOTES[d_i % len(NOTES)]}"})
+            combos.append((d_i, p_i, pid))
     rng.shuffle(combos)
-    test_combos = set(combos[: int(len(combos) * test_fraction)])
+    held_test, held_dev, trained = combos[:test_combos], combos[test_combos:test_combos + dev_combos], \
+        combos[test_combos + dev_combos:]
     by_id = {c["id"]: c["text"] for c in corpus}
-    train = [{"anchor": p["query"], "positive": by_id[p["positive_id"]]}
-             for p in pairs if (p["device"], p["problem"]) not in test_combos]
-    test = [{"query": p["query"], "positive_id": p["positive_id"]}
-            for p in pairs if (p["device"], p["problem"]) in test_combos]
+    train = [{"anchor": wording.format(d=DEVICES[d_i]), "positive": by_id[pid]}
+             for d_i, p_i, pid in trained for wording in PROBLEMS[p_i][1]]
+    held = lambda part: [{"query": wording.format(d=DEVICES[d_i]), "positive_id": pid}  # noqa: E731
+                         for d_i, p_i, pid in sorted(part, key=lambda c: c[2]) for wording in PROBLEMS[p_i][2]]
     rng.shuffle(train)
-    return train, test, corpus
+    return train, held(held_dev), held(held_test), corpus
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -404,13 +446,19 @@ DATASHEETS = {
            "`prompt` (list: a system and a user turn), `answer` (str: the value, e.g. `52` for 52 euros)"),
     "retrieval": ("Help-desk questions and manual passages (retrieval)", "Embedding fine-tuning with Matryoshka "
                   "loss (notebook 04).",
-                  "16 fictional devices x 10 problems = 160 manual passages written in formal wording; 4 informal "
-                  "user wordings per passage. Every passage has distractors: the same device with other problems "
-                  "and the same problem on 15 other devices. A quarter of the (device, problem) combinations is "
-                  "held out: test queries ask about passages no training pair mentions.",
+                  "16 fictional devices x 12 problems = 192 manual passages written in formal wording (the device, "
+                  "the problem, one of 12 fixes and one of 5 closing notes, so no two passages read alike even "
+                  "without the device name). Every passage has distractors: the same device with the 11 other "
+                  "problems, three pairs of them near misses (two blinking lights, two battery problems, two "
+                  "connection problems), and the same problem on 15 other devices. Each problem has 4 informal user "
+                  "wordings for training and 4 others, written separately with other words, for dev and test. "
+                  "48 (device, problem) combinations are held out for test and 16 for dev: their questions ask "
+                  "about passages no training pair uses, in wordings no training question uses "
+                  "(`tests/test_data.py` measures the overlap).",
                   "train: `anchor` (query), `positive` (passage text), the (anchor, positive) pair format that "
-                  "MultipleNegativesRankingLoss expects. test: `query`, `positive_id`. corpus: `id`, `text` (all "
-                  "160 passages, the search space for the held-out queries)."),
+                  "MultipleNegativesRankingLoss expects. dev and test: `query`, `positive_id`. corpus: `id`, `text` "
+                  "(all 192 passages, the search space for dev and test questions). dev is for choosing settings "
+                  "(the learning rate), test for the reported numbers."),
 }
 
 
@@ -450,7 +498,7 @@ def main(out=ASSETS):
         "sft": dict(zip(["train", "test"], make_sft(rng))),
         "preferences": dict(zip(["train", "test"], make_preferences(rng))),
         "rl": dict(zip(["train", "test"], make_rl(rng))),
-        "retrieval": dict(zip(["train", "test", "corpus"], make_retrieval(rng))),
+        "retrieval": dict(zip(["train", "dev", "test", "corpus"], make_retrieval(rng))),
     }
     for name, splits in datasets.items():
         for split, rows in splits.items():

@@ -3,7 +3,7 @@ import json
 import pytest
 from datasets import Dataset
 
-from helpers.data import ASSETS, COURSE_DATASETS, check_format, load_course_dataset
+from helpers.data import ASSETS, COURSE_DATASETS, check_format, load_course_dataset, wording_overlap
 
 
 @pytest.mark.parametrize("name", list(COURSE_DATASETS))
@@ -32,13 +32,46 @@ def test_sft_test_people_are_unseen_in_train():
     assert cities("test").isdisjoint(cities("train"))
 
 
-def test_retrieval_test_queries_point_at_passages_no_training_pair_uses():
+@pytest.mark.parametrize("split", ["dev", "test"])
+def test_retrieval_held_out_queries_point_at_passages_no_training_pair_uses(split):
     dataset = load_course_dataset("retrieval")
     corpus = {row["id"]: row["text"] for row in dataset["corpus"]}
     trained_passages = set(dataset["train"]["positive"])
-    for row in dataset["test"]:
+    for row in dataset[split]:
         assert row["positive_id"] in corpus
         assert corpus[row["positive_id"]] not in trained_passages
+
+
+def retrieval_devices(dataset):
+    return sorted({text.split(":")[0] for text in dataset["corpus"]["text"]})
+
+
+@pytest.mark.parametrize("split", ["dev", "test"])
+def test_retrieval_held_out_wording_never_occurs_in_training(split):
+    """Issue 19: with the device name masked, every held-out question used to be a training question word for word.
+    Now no held-out question is, and under 10% of its word trigrams occur in any training question."""
+    dataset = load_course_dataset("retrieval")
+    overlap = wording_overlap(dataset[split]["query"], dataset["train"]["anchor"], names=retrieval_devices(dataset))
+    assert overlap["exact"] == 0, overlap
+    assert overlap["ngrams"] < 0.10, overlap
+
+
+def test_retrieval_passages_differ_even_without_the_device_name():
+    """A held-out passage must not be a trained positive with another device's name in it."""
+    dataset = load_course_dataset("retrieval")
+    corpus = {row["id"]: row["text"] for row in dataset["corpus"]}
+    held = [corpus[pid] for split in ("dev", "test") for pid in set(dataset[split]["positive_id"])]
+    assert wording_overlap(held, dataset["train"]["positive"], names=retrieval_devices(dataset))["exact"] == 0
+    assert len({pid for pid in dataset["dev"]["positive_id"]} & {pid for pid in dataset["test"]["positive_id"]}) == 0
+
+
+def test_wording_overlap_sees_a_copy_behind_another_name():
+    train = ["my Lumo lamp keeps blinking orange", "Orbix router is dead"]
+    copied = wording_overlap(["my Orbix router keeps blinking orange"], train, names=["Lumo lamp", "Orbix router"])
+    assert copied == {"exact": 1.0, "ngrams": 1.0, "n": 3}
+    fresh = wording_overlap(["the Lumo lamp indicator pulses gold"], train, names=["Lumo lamp", "Orbix router"])
+    assert fresh["exact"] == 0 and fresh["ngrams"] == 0
+    assert wording_overlap(["my Orbix router keeps blinking orange"], train)["exact"] == 0  # no names: not masked
 
 
 def test_preference_pairs_differ_only_in_the_form_the_user_asked_for():

@@ -163,6 +163,42 @@ def test_ir_inputs_refuse_queries_pointing_outside_the_corpus():
         embeddings.ir_inputs(queries, corpus)
 
 
+def test_ndcg_per_query_averages_to_the_evaluator_score():
+    """The per-query nDCG@10 the bootstrap resamples has the mean InformationRetrievalEvaluator reports, per size."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+    from sentence_transformers.util import cos_sim
+
+    data = helpers.load_course_dataset("retrieval")
+    model = SentenceTransformer(helpers.model_path(MINILM, prefer_hub=False))
+    queries, corpus, relevant = embeddings.ir_inputs(data["dev"], data["corpus"])
+    dims = [384, 64, 32]
+    evaluator = InformationRetrievalEvaluator(
+        queries, corpus, relevant, name="dev", write_csv=False,
+        score_functions={f"dim{d}": (lambda d: lambda q, c: cos_sim(q[:, :d], c[:, :d]))(d) for d in dims})
+    library = embeddings.metric_by_dim(evaluator(model), dims, name="dev")
+    ids = list(corpus)
+    positive = torch.tensor([ids.index(next(iter(relevant[q]))) for q in queries])
+    ours = embeddings.ndcg_per_query(model.encode_query(list(queries.values()), convert_to_tensor=True),
+                                     model.encode_document(list(corpus.values()), convert_to_tensor=True),
+                                     positive, dims)
+    for d in dims:
+        assert ours[d].shape == (len(queries),)
+        assert ours[d].mean().item() == pytest.approx(library[d], abs=1e-9), d
+    assert 0 < ours[32].mean() < ours[384].mean() < 1
+
+
+def test_ndcg_per_query_by_rank():
+    corpus = torch.eye(12)[:, :4]  # 12 passages; only the first 4 point anywhere
+    query = torch.tensor([[1.0, 0.5, 0.25, 0.0]])  # scores passage 0 > 1 > 2 > 3 > the zero rows
+    for target, want in ((0, 1.0), (1, 1 / math.log2(3)), (2, 0.5)):
+        assert embeddings.ndcg_per_query(query, corpus, torch.tensor([target]), [4])[4].item() == pytest.approx(want)
+    far = torch.zeros(12, 4)
+    far[:11] = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    far[11] = torch.tensor([0.0, 0.0, 0.0, 1.0])  # the relevant passage ranks 12th: outside the top 10
+    assert embeddings.ndcg_per_query(query, far, torch.tensor([11]), [4])[4].item() == 0
+
+
 def test_metric_by_dim_reads_the_evaluator_keys():
     results = {"test_dim64_ndcg@10": 0.5, "test_dim32_ndcg@10": 0.25, "test_dim64_mrr@10": 0.1}
     assert embeddings.metric_by_dim(results, [64, 32], name="test") == {64: 0.5, 32: 0.25}
@@ -264,21 +300,39 @@ def test_the_task_is_not_solved_before_fine_tuning(matryoshka):
     assert before[smallest] < before[full] - 0.05, "the pretrained model should lose quality when truncated"
 
 
-def test_matryoshka_beats_the_baseline_at_every_dimension(matryoshka):
-    before, after = ndcg(matryoshka, "before"), ndcg(matryoshka, "after")
-    for d in before:
-        assert after[d] > before[d], f"{d} dims: {before[d]:.3f} -> {after[d]:.3f}"
-    for d in sorted(before)[:2]:  # the two smallest sizes, where Matryoshka matters
-        gain = (after[d] - before[d]) / before[d]
-        assert gain >= 0.05, f"{d} dims: only {100 * gain:+.1f}% relative ({before[d]:.3f} -> {after[d]:.3f})"
+def test_fine_tuning_gains_hold_at_every_dimension(matryoshka, mnrl):
+    """The gain over the pretrained model on the 192 held-out test questions: the paired 95% interval clears 0 at
+    every size, by a margin (lower bounds 0.05 to 0.15 in the cpu run), for both losses."""
+    for run in (matryoshka, mnrl):
+        intervals = run["intervals"]["ndcg@10"]
+        assert sorted(map(int, intervals)) == sorted(PROFILE.embed_dims)
+        for d, result in intervals.items():
+            assert result["change"]["n"] == run["test_queries"]
+            assert result["before"]["value"] == pytest.approx(run["before"]["ndcg@10"][d], abs=1e-6)
+            assert result["after"]["value"] == pytest.approx(run["after"]["ndcg@10"][d], abs=1e-6)
+            assert result["direction"] == "rose" and result["change"]["ci95"][0] > 0.02, (run["name"], d, result)
 
 
-def test_matryoshka_keeps_quality_at_small_dimensions(matryoshka, mnrl):
-    after, plain = ndcg(matryoshka, "after"), ndcg(mnrl, "after")
-    full, smallest = max(after), min(after)
-    assert after[smallest] >= after[full] - 0.08, "Matryoshka's curve should stay nearly flat"
-    assert after[smallest] > plain[smallest], (f"{smallest} dims: Matryoshka {after[smallest]:.3f} vs plain MNRL "
-                                               f"{plain[smallest]:.3f}")
+def test_matryoshka_keeps_what_it_trained_for_at_small_dimensions(matryoshka):
+    """Matryoshka minus plain MNRL on the same queries: level at the sizes it trained (within noise at 384 to 32 in
+    the cpu run, two seeds +0.015 and +0.036 at 32), ahead below them (+0.04 [0.01, 0.06] at 16, +0.08 [0.04, 0.12]
+    at 8). Asserted: never clearly worse where it trained, and ahead at the smallest size evaluated."""
+    vs_plain = {int(d): r for d, r in matryoshka["vs_plain_mnrl"].items()}
+    trained = sorted(PROFILE.embed_dims)
+    smallest = min(vs_plain)
+    assert matryoshka["untrained_dims"] == sorted(set(vs_plain) - set(trained), reverse=True)
+    for d in trained:  # the plain fine-tune may be a touch ahead at full size; not by more than noise
+        assert vs_plain[d]["ci95"][1] > 0, (d, vs_plain[d])
+    assert vs_plain[smallest]["ci95"][0] > 0, (smallest, vs_plain[smallest])
+    assert vs_plain[smallest]["value"] > vs_plain[min(trained)]["value"], "the lead grows as the size shrinks"
+
+
+def test_the_test_questions_are_held_out(matryoshka):
+    overlap = matryoshka["test_wording_overlap"]
+    assert overlap["exact"] == 0 and overlap["ngrams"] < 0.10, overlap
+    # the held-out set that copied training questions gave a perfect 1.000; a real one leaves room
+    assert max(matryoshka["after"]["ndcg@10"].values()) < 0.97
+    assert matryoshka["dev_queries"] > 0 and matryoshka["learning_rate"] == PROFILE.embed_learning_rate
 
 
 def test_training_loss_falls(matryoshka, mnrl):
