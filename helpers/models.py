@@ -217,8 +217,9 @@ def _course_texts(smol_tokenizer):
 # --------------------------------------------------------------------------------------------- 4-bit (QLoRA)
 BNB_VERSION = "0.50.2"  # the pinned bitsandbytes; see requirements-colab.txt
 NO_4BIT_ALTERNATIVE = (
-    "Alternatives: train a LoRA adapter on the unquantized model (leave out quantization_config; notebook 02, "
-    "Part 1 does exactly that), or run on a CUDA GPU (Colab: Runtime > Change runtime type > T4 GPU)."
+    "Alternatives: train a LoRA adapter on the unquantized model (load it without quantization_config and skip "
+    "prepare_model_for_kbit_training; notebook 03 trains LoRA that way), or run on a CUDA GPU (Colab: Runtime > "
+    "Change runtime type > T4 GPU)."
 )
 
 

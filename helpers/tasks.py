@@ -68,7 +68,9 @@ def parse_json_object(text: str) -> dict | None:
 def extraction_scores(answers: list[str], references: list[str]) -> dict:
     """How well answers match the reference person records (JSON strings).
 
-    exact_match: the answer holds the reference record: same keys, types and values;
+    exact_match: the answer holds the reference record as a program reading it would see it: the same keys and
+        values after json.loads (key order is not checked, a JSON object being unordered; 34.0 equals 34, "34"
+        does not);
     valid_json: the answer contains a JSON object at all;
     field_accuracy: share of the 4 fields (name, age, job, city) with the right key and value.
     """

@@ -36,6 +36,13 @@ def test_pretraining_loss_falls_on_held_out_stories(pretrain):
     assert after < 0.25 * before
 
 
+def test_pretraining_learns_where_a_story_ends(pretrain):
+    """Issue 19: the tiny tokenizer's pad token was <|endoftext|>, so the collator masked every story separator and
+    the model never learned to end a story (p(end) near 0). With its own pad token the separators are targets."""
+    end = pretrain["story_end_probability"]
+    assert end["n"] >= 20 and end["ci95"][0] > 0.5, end
+
+
 def test_pretraining_training_loss_falls_along_the_run(pretrain):
     losses = [h["loss"] for h in pretrain["log_history"] if "loss" in h]
     assert len(losses) >= 5
@@ -83,6 +90,18 @@ def test_qlora_teaches_the_skill_on_held_out_people(qlora):
     assert after["exact_match"] >= 0.7, f"exact match after QLoRA: {after['exact_match']:.2f}"
     assert after["field_accuracy"] >= 0.85 and after["valid_json"] >= 0.9
     assert qlora["eval_prompts"] >= 32
+
+
+def test_merging_into_the_4bit_base_rounds_the_skill_away(qlora):
+    """Issue 19: notebook 02 inferred this from one layer; it now measures the merged model on the task. The LoRA
+    update is smaller than half the NF4 gap of its block almost everywhere, so re-quantizing drops it: on the cpu
+    profile 30 of 32 held-out records right with the adapter, 0 of 32 after merging into the 4-bit base (McNemar
+    p < 1e-8); asserted with a wide margin, and on larger models (GPU profiles) only that something is lost."""
+    merged, after = qlora["merged_into_4bit"], qlora["after"]
+    assert merged["exact_match"] < after["exact_match"], (merged, after)
+    if qlora["profile"] == "cpu":
+        assert merged["exact_match"] <= after["exact_match"] - 0.5, (merged, after)
+        assert qlora["merge_into_4bit_kept_share"] < 0.2
 
 
 def test_peft_methods_ran_on_the_same_budget(peft_methods):
