@@ -316,13 +316,14 @@ def test_fine_tuning_gains_hold_at_every_dimension(matryoshka, mnrl):
 def test_matryoshka_keeps_what_it_trained_for_at_small_dimensions(matryoshka):
     """Matryoshka minus plain MNRL on the same queries: level at the sizes it trained (within noise at 384 to 32 in
     the cpu run, two seeds +0.015 and +0.036 at 32), ahead below them (+0.04 [0.01, 0.06] at 16, +0.08 [0.04, 0.12]
-    at 8). Asserted: never clearly worse where it trained, and ahead at the smallest size evaluated."""
+    at 8). Asserted with margins: at the trained sizes not worse by more than noise plus 0.01 (at 64 the cpu run's
+    interval reached only +0.002 above 0), and ahead at the smallest size evaluated."""
     vs_plain = {int(d): r for d, r in matryoshka["vs_plain_mnrl"].items()}
     trained = sorted(PROFILE.embed_dims)
     smallest = min(vs_plain)
     assert matryoshka["untrained_dims"] == sorted(set(vs_plain) - set(trained), reverse=True)
-    for d in trained:  # the plain fine-tune may be a touch ahead at full size; not by more than noise
-        assert vs_plain[d]["ci95"][1] > 0, (d, vs_plain[d])
+    for d in trained:  # the plain fine-tune may be a touch ahead at some trained sizes; not by more than noise
+        assert vs_plain[d]["ci95"][1] > -0.01 and vs_plain[d]["value"] > -0.03, (d, vs_plain[d])
     assert vs_plain[smallest]["ci95"][0] > 0, (smallest, vs_plain[smallest])
     assert vs_plain[smallest]["value"] > vs_plain[min(trained)]["value"], "the lead grows as the size shrinks"
 
