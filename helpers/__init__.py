@@ -7,7 +7,7 @@ from .models import check_4bit_support, keep_4bit_trainable_on_cpu, model_path
 from .plots import plot_before_after, plot_history
 from .precision import check_fp16_trainable, compute_dtype, evaluating, fp16_safe
 from .profiles import PROFILES, Hardware, Profile, describe, detect_hardware, select_profile
-from .tasks import (answer_logps, answer_mask, brevity_reward, completion_text, correctness_reward, extraction_scores,
+from .tasks import (answer_logps, answer_mask, brevity_reward, completion_losses, completion_text, correctness_reward, extraction_scores,
                     fact_value, form_reward, generate, gold_reward, parse_json_object, preference_logps,
                     requested_form, reward_scores)
 from .tracking import (init_wandb, last_checkpoint, measure, memory_mb, oom_advice, read_run, report_to,
@@ -15,7 +15,7 @@ from .tracking import (init_wandb, last_checkpoint, measure, memory_mb, oom_advi
 from .tracking import StepTimer, median_step_seconds
 
 __all__ = [
-    "PROFILES", "Hardware", "Profile", "StepTimer", "answer_logps", "answer_mask", "brevity_reward", "correctness_reward", "check_4bit_support", "check_format", "check_fp16_trainable", "completion_text", "compute_dtype",
+    "PROFILES", "Hardware", "Profile", "StepTimer", "answer_logps", "answer_mask", "brevity_reward", "correctness_reward", "check_4bit_support", "check_format", "check_fp16_trainable", "completion_losses", "completion_text", "compute_dtype",
     "describe", "detect_hardware", "evaluating", "fp16_safe",
     "embeddings", "extraction_scores", "fact_value", "form_reward", "generate", "gold_reward", "init_wandb", "keep_4bit_trainable_on_cpu", "last_checkpoint",
     "load_course_dataset", "lora", "losses", "measure", "median_step_seconds", "memory", "memory_mb", "model_path", "nf4", "oom_advice",

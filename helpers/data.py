@@ -33,7 +33,7 @@ EXAMPLES = {
 
 COURSE_DATASETS = {  # dataset -> {split: format}
     "pretrain": {"train": "language_modeling", "test": "language_modeling"},
-    "sft": {"train": "prompt_completion", "test": "prompt_completion"},
+    "sft": {"train": "prompt_completion", "dev": "prompt_completion", "test": "prompt_completion"},
     "preferences": {"train": "preference", "test": "preference"},
     "rl": {"train": "verifiable", "test": "verifiable"},
     "retrieval": {"train": "pairs", "dev": "ir_queries", "test": "ir_queries", "corpus": "ir_corpus"},

@@ -151,7 +151,7 @@ PROFILES = {
         eval_prompts=32,
         qlora_model="HuggingFaceTB/SmolLM2-135M-Instruct", lora_r=16, lora_alpha=32,
         qlora_steps=16, qlora_batch_size=4, qlora_grad_accum=1, qlora_learning_rate=1e-3, optim="adamw_bnb_8bit",
-        peft_steps=5, peft_eval_prompts=16,
+        peft_steps=10, peft_eval_prompts=32,
         embed_dims=(384, 256, 128, 64, 32), embed_dataset=None, embed_epochs=1, embed_batch_size=32,
         # chosen on the retrieval dev split (mean nDCG@10 over the sizes; 2e-5 to 2e-4, 1 and 2 epochs, two seeds)
         embed_learning_rate=1e-4, embed_lora=False,

@@ -36,6 +36,32 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 
     return (answers, truncated) if return_truncated else answers
 
 
+def completion_losses(model, input_ids: list[list[int]], labels: list[list[int]], pad_token_id: int,
+                      batch_size: int = 16) -> torch.Tensor:
+    """Teacher-forced loss of each example: the mean cross-entropy of its labelled tokens (labels != -100).
+
+    input_ids, labels: one list of token ids per example, as a TRL trainer prepares them (`trainer.eval_dataset`
+    holds both columns). Returns (N,) float32. Their mean equals `trainer.evaluate()["eval_loss"]` with
+    `per_device_eval_batch_size=1`; at larger eval batches TRL averages over all labelled tokens of a batch, which
+    weights long answers more. Batched with right padding; works for every peft method, soft prompts included: the
+    logits of the real tokens are the last T positions of the output, whatever virtual tokens come before them.
+    """
+    losses = []
+    with evaluating(model), torch.no_grad():
+        for start in range(0, len(input_ids), batch_size):
+            ids, attention = _padded(input_ids[start:start + batch_size], pad_token_id, left=False)
+            targets, _ = _padded(labels[start:start + batch_size], -100, left=False)
+            device = model.device if hasattr(model, "device") else ids.device
+            logits = model(input_ids=ids.to(device), attention_mask=attention.to(device)).logits
+            logits = logits[:, -ids.shape[1]:].float()  # (B, T, V): prompt tuning puts virtual tokens first
+            shifted = targets[:, 1:].to(logits.device)  # position t predicts token t + 1
+            nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), shifted, ignore_index=-100,
+                                                    reduction="none")  # (B, T - 1)
+            counted = (shifted != -100).float()
+            losses.append((nll * counted).sum(1) / counted.sum(1).clamp(min=1))
+    return torch.cat(losses).cpu()
+
+
 def answer_mask(answer_ids: torch.Tensor, eos_token_id) -> tuple[torch.Tensor, torch.Tensor]:
     """Which generated tokens belong to each answer, and which answers never ended.
 

@@ -7,6 +7,8 @@
 """
 
 import contextlib
+import ctypes
+import gc
 import json
 import os
 import statistics
@@ -164,13 +166,30 @@ class FlopCounter:
         self._handles = []
 
 
+def release_freed_memory() -> None:
+    """Give memory that Python and glibc's allocator hold but no longer use back to the system.
+
+    Without it a process's RSS keeps what earlier work freed, and the next block reuses it without growing: a
+    method measured after others looked cheaper than the same method measured first (notebook 03 compares five).
+    No-op where glibc's malloc_trim is missing (macOS, Windows, musl)."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 @contextlib.contextmanager
 def measure(*models, sample_every: float = 0.05):
-    """Wall time and peak memory of the block. On the CPU a thread samples the RSS (no reset-able peak there).
+    """Wall time and peak memory of the block. On the CPU a thread samples the RSS (no reset-able peak there),
+    after handing freed memory back to the system first, so that what the block adds does not depend on what ran
+    before it (`release_freed_memory`).
 
     Given the models the block runs (the trainer's model, a reward model, ...), it also counts their model FLOPs
     (`FlopCounter`): m.flops, m.train_tokens, m.eval_tokens.
     """
+    if not torch.cuda.is_available():
+        release_freed_memory()
     m = Measurement(start_mb=memory_mb())
     m.peak_mb = m.start_mb
     stop = threading.Event()

@@ -42,6 +42,12 @@ JOBS_TRAIN = [
     "photographer", "accountant", "firefighter",
 ]
 JOBS_TEST = ["beekeeper", "surveyor", "cartographer", "optician", "locksmith", "glassblower"]
+# Notebook 03 chooses learning rates on a dev split of held-out people: its names, cities and jobs occur in
+# neither train nor test, so tuning on it says nothing about either.
+FIRST_NAMES_DEV = ["Ayla", "Bastian", "Chiara", "Dmitri", "Esme", "Farid", "Gisela", "Jun", "Kalani", "Nuno"]
+LAST_NAMES_DEV = ["Abernathy", "Bjornstad", "Cardoso", "Dzeko", "Esposito", "Fontaine", "Halvorsen", "Nakamura"]
+CITIES_DEV = ["Arequipa", "Bilbao", "Cork", "Davao", "Fez", "Gothenburg", "Kumasi", "Rouen"]
+JOBS_DEV = ["tailor", "welder", "sommelier", "veterinarian", "potter", "archivist"]
 
 
 def write_jsonl(path, rows):
@@ -159,6 +165,13 @@ def make_sft(rng, n_train=480, n_test=64):
     # Held-out people are built from names, cities and jobs the train split never contains.
     test = [extraction_record(rng, FIRST_NAMES_TEST, LAST_NAMES_TEST, CITIES_TEST, JOBS_TEST) for _ in range(n_test)]
     return train, test
+
+
+def make_sft_dev(n_dev=48):
+    """Notebook 03's dev split: people from a third set of names, cities and jobs, drawn from a generator of its
+    own so that adding it left the train and test files byte for byte as they were."""
+    rng = random.Random(f"{SEED}-sft-dev")
+    return [extraction_record(rng, FIRST_NAMES_DEV, LAST_NAMES_DEV, CITIES_DEV, JOBS_DEV) for _ in range(n_dev)]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -422,7 +435,8 @@ DATASHEETS = {
             "match accuracy before vs after is the skill measurement.",
             "A user message with one of 4 instructions and one of 8 sentence templates about a person; the "
             "assistant answers with one JSON object with keys `name`, `age` (int), `job`, `city`, in that order. "
-            "The test split uses first names, last names, cities and jobs that never occur in train.",
+            "The test split uses first names, last names, cities and jobs that never occur in train; the dev split "
+            "(notebook 03 chooses its learning rates on it) a third set that occurs in neither.",
             "`prompt` (list of chat messages: one user turn), `completion` (list: one assistant turn). This is "
             "TRL's conversational prompt-completion format, so SFTTrainer computes the loss on the completion only."),
     "preferences": ("Answer the way the user asked (preferences)",
@@ -495,7 +509,7 @@ def main(out=ASSETS):
     rng = random.Random(SEED)
     datasets = {
         "pretrain": dict(zip(["train", "test"], make_pretrain(rng))),
-        "sft": dict(zip(["train", "test"], make_sft(rng))),
+        "sft": dict(zip(["train", "test"], make_sft(rng))) | {"dev": make_sft_dev()},
         "preferences": dict(zip(["train", "test"], make_preferences(rng))),
         "rl": dict(zip(["train", "test"], make_rl(rng))),
         "retrieval": dict(zip(["train", "dev", "test", "corpus"], make_retrieval(rng))),

@@ -1,10 +1,16 @@
 """The learning effects the notebooks claim, checked on the numbers they wrote to runs/ (held-out data)."""
+import json
 import os
+from pathlib import Path
 
 import pytest
+import torch
 from notebook_records import record
 
+from helpers import stats
 from helpers.profiles import PROFILES, select_profile
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -113,14 +119,57 @@ def test_peft_methods_ran_on_the_same_budget(peft_methods):
     # where the parameters sit decides how many there are
     assert params["prompt tuning"] < params["IA3"] < params["prefix tuning"] < params["LoRA"] < params["DoRA"]
     assert all(m["seconds"] > 0 and m["peak memory (MB)"] > 0 for m in methods.values())
+    if profile.name == "cpu":  # issue 19: each method's learning rate chosen on the dev split, not set by hand
+        sweep = json.loads((ROOT / "benchmarks" / "sweeps" / "03_peft_cpu.json").read_text())
+        assert peft_methods["learning_rates_from"] == "dev sweep"
+        assert peft_methods["learning_rates"] == sweep["learning_rates"]
+        assert {name: m["learning rate"] for name, m in methods.items()} == sweep["learning_rates"]
 
 
-def test_weight_and_activation_methods_learn_on_held_out_people(peft_methods):
-    base_loss = peft_methods["before"]["eval_loss"]
-    after = peft_methods["after"]
+def test_peft_table_and_claims_come_from_the_per_example_numbers(peft_methods):
+    """The table's means and every claim's interval and verdict follow from the per-example values on record."""
+    n = peft_methods["eval_prompts"]
+    per_example = peft_methods["per_example"]
+    for name, row in peft_methods["methods"].items():
+        assert len(per_example[name]["loss"]) == len(per_example[name]["exact_match"]) == n
+        assert sum(per_example[name]["loss"]) / n == pytest.approx(row["held-out loss"])
+        assert sum(per_example[name]["exact_match"]) / n == pytest.approx(row["exact match"])
+    assert len(peft_methods["claims"]) == 13
+    for claim, result in peft_methods["claims"].items():
+        name = claim.split(" learns the skill")[0].split(" is behind LoRA")[0]
+        if "learns the skill" in claim:
+            diff = torch.tensor(per_example[name]["exact_match"]) - torch.tensor(per_example["base model"]["exact_match"])
+        elif "held-out loss" in claim:
+            diff = torch.tensor(per_example[name]["loss"]) - torch.tensor(per_example["LoRA"]["loss"])
+        else:
+            diff = torch.tensor(per_example["LoRA"]["exact_match"]) - torch.tensor(per_example[name]["exact_match"])
+        recomputed = stats.interval(diff)
+        assert result["value"] == pytest.approx(recomputed["value"], abs=1e-9)
+        assert result["ci95"] == pytest.approx(recomputed["ci95"], abs=1e-9)
+        assert result["verdict"] == stats.verdict(recomputed["ci95"]) and result["n"] == n
+
+
+def test_every_peft_method_learns_the_skill_on_held_out_people(peft_methods):
+    """Issue 19: learning rates from the dev sweep, 10 steps, 32 test people. On the cpu profile every method's
+    exact match rose from 0.00 to 0.72-1.00, the lowest interval bound 0.56: asserted with a margin. The notebook's
+    first version of this run evaluated a deepcopy of a model TRL had patched, which ran the untouched base model:
+    LoRA, DoRA and IA3 showed 0.00 after training; this test fails on that."""
+    before, after, claims = peft_methods["before"], peft_methods["after"], peft_methods["claims"]
+    assert before["exact_match"] <= 0.2, "the base model should lack the skill"
     for name in ("LoRA", "DoRA", "IA3"):
-        assert after[name]["eval_loss"] < 0.3 * base_loss, f"{name}: {base_loss:.3f} -> {after[name]['eval_loss']:.3f}"
-        assert after[name]["eval_token_accuracy"] >= 0.95
-    # the soft-prompt methods learn more slowly: they get the same budget, and the notebook shows the gap
+        assert after[name]["eval_loss"] < 0.3 * before["eval_loss"], (name, before, after[name])
+        assert after[name]["exact_match"] >= 0.75, (name, after[name])
+    for name in peft_methods["methods"]:
+        result = claims[f"{name} learns the skill (exact match above the base model)"]
+        assert result["verdict"] == "holds" and result["ci95"][0] >= 0.3, (name, result)
+
+
+def test_soft_prompts_stay_behind_lora_in_the_same_budget(peft_methods):
+    """With tuned learning rates the soft prompts came close (prefix tuning's held-out loss 0.036 against LoRA's
+    0.015) but stayed behind on both measures: loss intervals 0.013 and 0.092 above zero, exact match 0.09 and
+    above. Asserted on the loss, whose intervals have the wider margin."""
+    claims = peft_methods["claims"]
     for name in ("prompt tuning", "prefix tuning"):
-        assert after[name]["eval_loss"] > after["LoRA"]["eval_loss"]
+        result = claims[f"{name} is behind LoRA on held-out loss (loss - LoRA's > 0)"]
+        assert result["verdict"] == "holds", (name, result)
+        assert peft_methods["after"][name]["eval_loss"] > peft_methods["after"]["LoRA"]["eval_loss"]

@@ -93,3 +93,32 @@ def test_form_and_gold_judges_follow_the_request():
     assert form_reward(answers, prompts, ["52 euros"] * 8) == [1, 1, 0, 0, 0, 0, 1, 0]
     # right form AND right fact: a sentence with the wrong price has the form, not the fact
     assert gold_reward(answers, [sentence] * 8, ["52 euros"] * 8) == [0, 0, 1, 0, 0, 0, 1, 0]
+
+
+@pytest.mark.parametrize("method", ["lora", "prompt tuning", "prefix tuning"])
+def test_completion_losses_average_to_trls_eval_loss_at_batch_size_one(method, tokenizer, tiny_config, tmp_path):
+    """Notebook 03 needs one loss per held-out example (for paired intervals); trainer.evaluate gives only the mean.
+    Checked against TRL on a tiny random Llama, for a weight adapter and both soft-prompt methods, whose logits
+    carry virtual tokens in front (prompt tuning) or come from a KV-cache prefix (prefix tuning)."""
+    import torch
+    from peft import LoraConfig, PrefixTuningConfig, PromptTuningConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    import helpers
+
+    torch.manual_seed(0)
+    config = {"lora": LoraConfig(r=4, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM"),
+              "prompt tuning": PromptTuningConfig(num_virtual_tokens=4, task_type="CAUSAL_LM"),
+              "prefix tuning": PrefixTuningConfig(num_virtual_tokens=4, prefix_projection=True,
+                                                  task_type="CAUSAL_LM")}[method]
+    model = get_peft_model(LlamaForCausalLM(tiny_config()), config)
+    data = helpers.load_course_dataset("sft")["dev"].select(range(6))
+    args = SFTConfig(output_dir=str(tmp_path), per_device_eval_batch_size=1, use_cpu=True, bf16=False,
+                     report_to="none", max_length=128)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=data, eval_dataset=data, processing_class=tokenizer)
+    dev = trainer.eval_dataset
+    losses = helpers.completion_losses(model, dev["input_ids"], dev["labels"], tokenizer.pad_token_id, batch_size=4)
+    assert losses.shape == (6,)
+    assert losses.mean().item() == pytest.approx(trainer.evaluate()["eval_loss"], rel=1e-4)
+    assert losses.std().item() > 0  # one loss per example, not the batch mean repeated
