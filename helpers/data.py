@@ -37,6 +37,7 @@ COURSE_DATASETS = {  # dataset -> {split: format}
     "preferences": {"train": "preference", "test": "preference"},
     "rl": {"train": "verifiable", "test": "verifiable"},
     "retrieval": {"train": "pairs", "dev": "ir_queries", "test": "ir_queries", "corpus": "ir_corpus"},
+    "general": {"test": "language_modeling"},
 }
 
 

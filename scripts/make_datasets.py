@@ -425,7 +425,121 @@ def make_retrieval(rng, dev_combos=16, test_combos=48):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------------------------------
+# General text: notebook 03 measures forgetting as the loss on it before and after fine-tuning. Paragraphs
+# written by hand for this course on everyday topics, none about people records, JSON or extraction.
+# ---------------------------------------------------------------------------------------------------------
+GENERAL_TEXTS = [
+    "Bread rises because yeast eats the sugars in the flour and releases carbon dioxide. The gas is trapped by a "
+    "network of gluten, which forms when wheat proteins meet water and are kneaded. A warm kitchen speeds the process "
+    "up, while a cold one slows it down and often gives the loaf a deeper flavour.",
+    "The Moon always shows the same face to the Earth. Over billions of years, the pull of the Earth slowed the Moon's "
+    "spin until one turn on its axis took exactly as long as one trip around the planet. Astronomers call this tidal "
+    "locking, and many moons in the solar system share it.",
+    "A bicycle stays upright mostly because the rider steers into the direction of a fall. The shape of the front "
+    "fork also helps: when the bike leans, the front wheel turns slightly toward the lean on its own. Even so, a "
+    "riderless bicycle pushed along a road will usually travel only a short distance before it tips over.",
+    "Honeybees tell each other where to find food by dancing. A bee that returns from a good patch of flowers walks "
+    "in a figure of eight on the comb and waggles during the straight part. The angle of that run shows the direction "
+    "relative to the sun, and its length shows how far away the flowers are.",
+    "Rivers rarely run in straight lines. Water flows faster on the outside of a bend, wearing the bank away, and "
+    "slower on the inside, where sand and gravel settle. Over time the bends grow into wide loops, and a flood can cut "
+    "through the neck of a loop and leave behind a curved lake.",
+    "The printing press spread across Europe in the second half of the fifteenth century. Before it, books were "
+    "copied by hand, which made them rare and expensive. Within a few decades, printed pamphlets and books were being "
+    "sold in market towns, and ideas could travel much faster than before.",
+    "Cats spend a large part of the day asleep, often more than twelve hours. Their ancestors hunted at dawn and dusk, "
+    "and short bursts of intense activity need long periods of rest. A house cat that seems lazy is simply keeping "
+    "the rhythm of a small predator.",
+    "Rain forms when tiny droplets in a cloud collide and merge until they are too heavy to stay aloft. In colder "
+    "clouds, ice crystals grow at the expense of the droplets around them and then melt as they fall. Whether it "
+    "reaches the ground as rain, sleet or snow depends on the temperature of the air below.",
+    "A good map leaves things out. A road atlas does not show every tree, and a subway map bends the lines so that "
+    "stations are easy to read rather than placed where they really are. The skill of the mapmaker lies in choosing "
+    "what the reader needs and dropping the rest.",
+    "Copper has been used by people for at least ten thousand years. It is soft enough to hammer into shape, and when "
+    "it is mixed with tin it becomes bronze, which is much harder. Today most copper ends up in electrical wires, "
+    "because few metals carry current as well for the price.",
+    "Learning a musical instrument takes patience. At first the fingers are slow and the notes sound uneven, but "
+    "short daily practice works better than one long session each week. Many teachers suggest playing a piece slowly "
+    "and correctly before trying it at full speed.",
+    "Glaciers are slow rivers of ice. Snow that does not melt over the summer is pressed by the layers above it into "
+    "dense ice, which begins to flow downhill under its own weight. As a glacier moves, it grinds the rock beneath it "
+    "and carves valleys with a typical U shape.",
+    "Tea was first drunk in China, and from there the habit spread along trade routes to the rest of Asia and later "
+    "to Europe. Green and black tea come from the same plant. The difference lies in how the leaves are treated after "
+    "picking, in particular whether they are left to oxidise.",
+    "A lighthouse warns ships away from rocks and marks the entrance to a harbour. Each one flashes in its own "
+    "pattern, so a sailor who counts the seconds between the flashes can tell which lighthouse is in sight. Many are "
+    "now automatic, and the keepers who once lived in them have gone.",
+    "Volcanoes form where molten rock finds a way to the surface. Some, like those in Hawaii, release runny lava that "
+    "spreads slowly over wide areas. Others erupt with great force because their magma is thick and full of gas, "
+    "throwing ash high into the sky.",
+    "Owls can turn their heads much further than people can, close to three quarters of a full circle. Their eyes "
+    "are fixed in their sockets, so turning the head is the only way to look around. Special blood vessels in the "
+    "neck keep the brain supplied while the head twists.",
+    "A simple garden compost heap turns kitchen scraps and leaves into dark, crumbly soil. Worms, fungi and bacteria "
+    "do the work, and they need air and some moisture. Turning the heap every few weeks keeps it from becoming wet "
+    "and smelly and speeds up the whole process.",
+    "The first public railways carried coal before they carried passengers. Steam engines pulled wagons along iron "
+    "rails from mines to rivers and ports. When people saw how fast and cheap the trains were, new lines spread "
+    "quickly, and towns began to grow around the stations.",
+    "Salt was once so valuable that it was traded over long distances and taxed by rulers. It preserved meat and fish "
+    "through the winter, long before refrigerators existed. Some old roads in Europe and Africa are still named after "
+    "the salt that was carried along them.",
+    "Sound travels as a wave of pressure through the air. It moves at roughly three hundred and forty metres per "
+    "second, much slower than light. That is why you see a flash of lightning before you hear the thunder, and why "
+    "counting the seconds between them tells you how far away the storm is.",
+    "Good sleep helps memory. During the night the brain replays parts of the day and strengthens some connections "
+    "while letting others fade. Students who sleep well after studying usually remember more than those who stay up "
+    "late to read the same pages again.",
+    "A chess game is usually divided into three parts. In the opening, players bring their pieces out and fight for "
+    "the centre of the board. The middle game is full of plans and attacks, and in the endgame, with few pieces left, "
+    "even the king becomes an active fighter.",
+    "Coral reefs are built by tiny animals that live together in colonies. Each one makes a hard skeleton of lime, "
+    "and over centuries these skeletons pile up into huge structures. Reefs cover a small part of the ocean floor but "
+    "give shelter to a large share of all sea life.",
+    "Paper money only works because people trust it. A banknote is worth little as paper, but everyone accepts it "
+    "because they expect others to accept it too. When that trust breaks down, prices can rise very quickly, and "
+    "people turn to goods or foreign coins instead.",
+    "Maple syrup is made from the sap of maple trees in early spring. Cold nights and warm days push the sap up the "
+    "trunk, and farmers collect it through small taps. It takes about forty litres of sap, boiled for hours, to make "
+    "a single litre of syrup.",
+    "The human heart beats around one hundred thousand times a day. It has four chambers: two receive blood and two "
+    "pump it out, one side to the lungs and the other to the rest of the body. Valves between the chambers keep the "
+    "blood flowing in one direction.",
+    "Wind turbines turn the movement of air into electricity. The long blades are shaped like aircraft wings, so the "
+    "wind creates lift that spins them around. Inside the tower's head, a gearbox and a generator convert the slow "
+    "rotation into current for the grid.",
+    "Origami is the art of folding paper into shapes without cutting or gluing it. Simple models such as a boat or a "
+    "crane can be learned in a few minutes. Engineers have borrowed its ideas to design solar panels and medical "
+    "devices that fold small and open up once they are in place.",
+    "Deserts are not always hot. A desert is defined by how little rain it receives, not by its temperature, and some "
+    "of the largest deserts on Earth are cold ones. Even in hot deserts, nights can be very cold because dry air and "
+    "clear skies let the heat escape.",
+    "Libraries have changed a great deal, but their purpose is the same: to keep knowledge and share it freely. Many "
+    "now lend e-books, offer quiet rooms for study and run classes for children and adults. For some visitors, they "
+    "are the only place with free access to a computer.",
+    "Penguins cannot fly, but they are superb swimmers. Their wings have become stiff flippers, and their bodies are "
+    "shaped to slip through the water. Some species dive hundreds of metres deep to catch fish and can hold their "
+    "breath for many minutes.",
+    "A recipe is a kind of algorithm. It lists the ingredients, like the inputs of a program, and then gives steps in "
+    "a fixed order. As with code, small changes in the order or the quantities can give a very different result, and "
+    "a good cook learns which steps matter most.",
+]
+
+
+def make_general():
+    return [{"text": text} for text in GENERAL_TEXTS]
+
+
 DATASHEETS = {
+    "general": ("General text (forgetting)", "Notebook 03 measures what fine-tuning forgets: the loss of each "
+                "fine-tuned model on these paragraphs against the untouched model's.",
+                "32 paragraphs of 42 to 58 words on everyday topics (bread, the Moon, bees, railways...), written by "
+                "hand for the course; nothing about people, records or JSON, so no approach is trained on their "
+                "subject. Only a test split: nothing trains on it.",
+                "`text` (str)"),
     "pretrain": ("Tiny stories for pre-training", "Notebook 01 pre-trains a tiny Llama-architecture model "
                  "(and its tokenizer) from scratch on these stories.",
                  "Short children's stories (4 to 7 sentences) from a small template grammar: 12 children, "
@@ -476,6 +590,13 @@ DATASHEETS = {
 }
 
 
+DEFAULT_PROVENANCE = (f"generated by `scripts/make_datasets.py` (seed {SEED}) from word lists and templates "
+                      "written for\n  this course; no text was copied from elsewhere. Re-running the script rewrites "
+                      "identical files.")
+PROVENANCE = {"general": "written for this course and kept in `scripts/make_datasets.py` (`GENERAL_TEXTS`); no "
+                         "text was copied\n  from elsewhere. Re-running the script rewrites identical files."}
+
+
 def write_datasheet(name, splits, out):
     title, used_by, how, columns = DATASHEETS[name]
     folder = out / name
@@ -486,8 +607,7 @@ def write_datasheet(name, splits, out):
 
 - **Used by**: {used_by}
 - **How it was made**: {how}
-- **Provenance**: generated by `scripts/make_datasets.py` (seed {SEED}) from word lists and templates written for
-  this course; no text was copied from elsewhere. Re-running the script rewrites identical files.
+- **Provenance**: {PROVENANCE.get(name, DEFAULT_PROVENANCE)}
 - **Licence**: CC0 1.0 (public domain).
 - **Columns**: {columns}
 - **Held-out split**: `test` is never trained on by any notebook.
@@ -513,6 +633,7 @@ def main(out=ASSETS):
         "preferences": dict(zip(["train", "test"], make_preferences(rng))),
         "rl": dict(zip(["train", "test"], make_rl(rng))),
         "retrieval": dict(zip(["train", "dev", "test", "corpus"], make_retrieval(rng))),
+        "general": {"test": make_general()},
     }
     for name, splits in datasets.items():
         for split, rows in splits.items():

@@ -37,7 +37,8 @@ TABLE_START, TABLE_END = "<!-- notebook-table:start -->", "<!-- notebook-table:e
 CATALOGUE = {
     "01_pretraining_vs_sft": ("Pre-training vs supervised fine-tuning", "cpu, t4, l4, large"),
     "02_lora_qlora": ("LoRA and QLoRA: from scratch, NF4, memory, a QLoRA run", "cpu, t4, l4, large"),
-    "03_peft_methods": ("LoRA, DoRA, IA3, prompt and prefix tuning compared", "cpu, t4, l4, large"),
+    "03_peft_methods": ("LoRA, DoRA, IA3, prompt and prefix tuning compared; full, top-block and head-only "
+                        "fine-tuning, and what each forgets", "cpu, t4, l4, large"),
     "04_matryoshka_embeddings": ("Embedding fine-tuning with Matryoshka loss", "cpu, t4, l4, large"),
     "05_reward_model_ppo": ("A reward model, then PPO against it (reward hacking)", "cpu, t4, l4, large"),
     "06_dpo": ("DPO from scratch and with TRL, a beta sweep", "cpu, t4, l4, large"),

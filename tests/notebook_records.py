@@ -14,7 +14,7 @@ import helpers.tracking as tracking
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 WRITTEN_BY = {  # record -> notebook
     "01_pretrain": "01_pretraining_vs_sft", "01_sft": "01_pretraining_vs_sft",
-    "02_qlora": "02_lora_qlora", "03_peft": "03_peft_methods",
+    "02_qlora": "02_lora_qlora", "03_peft": "03_peft_methods", "03_approaches": "03_peft_methods",
     "04_matryoshka": "04_matryoshka_embeddings", "04_mnrl": "04_matryoshka_embeddings",
     "05_reward_model": "05_reward_model_ppo", "05_ppo": "05_reward_model_ppo",
     "06_dpo": "06_dpo", "07_orpo": "07_orpo", "08_grpo": "08_grpo", "08_grpo_rm": "08_grpo",

@@ -10,7 +10,10 @@ from helpers.data import ASSETS, COURSE_DATASETS, check_format, load_course_data
 def test_course_dataset_loads_with_a_held_out_split_and_a_datasheet(name):
     dataset = load_course_dataset(name)
     assert set(dataset) == set(COURSE_DATASETS[name])
-    assert len(dataset["train"]) >= 300 and len(dataset["test"]) >= 50
+    if "train" in dataset:
+        assert len(dataset["train"]) >= 300 and len(dataset["test"]) >= 50
+    else:  # general text: only measured on (forgetting, notebook 03), never trained on
+        assert len(dataset["test"]) >= 30
     sheet = (ASSETS / name / "DATASHEET.md").read_text()
     for heading in ("Provenance", "Licence", "Columns", "Held-out split"):
         assert heading in sheet
@@ -138,3 +141,16 @@ def test_unknown_names_are_refused():
         load_course_dataset("dpo")
     with pytest.raises(ValueError, match="Unknown format"):
         check_format(Dataset.from_list([{"a": 1}]), "chat")
+
+
+def test_general_text_is_general():
+    """Notebook 03 measures forgetting on these paragraphs: they must be distinct, of similar length, and share no
+    content with the task the models are fine-tuned on (no records, no JSON, none of the sft data's people)."""
+    general = load_course_dataset("general")["test"]["text"]
+    assert len(set(general)) == len(general) >= 30
+    assert all(40 <= len(text.split()) <= 60 for text in general), [len(t.split()) for t in general]
+    sft = load_course_dataset("sft")
+    names = {json.loads(r[0]["content"])["name"] for split in sft for r in sft[split]["completion"]}
+    for text in general:
+        assert "{" not in text and "JSON" not in text
+        assert not any(name in text for name in names), text

@@ -173,3 +173,92 @@ def test_soft_prompts_stay_behind_lora_in_the_same_budget(peft_methods):
         result = claims[f"{name} is behind LoRA on held-out loss (loss - LoRA's > 0)"]
         assert result["verdict"] == "holds", (name, result)
         assert peft_methods["after"][name]["eval_loss"] > peft_methods["after"]["LoRA"]["eval_loss"]
+
+
+@pytest.fixture(scope="module")
+def approaches():
+    return record("03_approaches")
+
+
+def test_early_approaches_ran_on_the_peft_budget(approaches, peft_methods):
+    """Issue 19: full fine-tuning, the top blocks and a head on the frozen model get LoRA's task, data and steps,
+    each its learning rate from the dev sweep; the LoRA row is notebook 03's LoRA run, not a second one."""
+    profile = PROFILES[os.environ.get("COURSE_PROFILE", "cpu")]
+    rows = approaches["approaches"]
+    assert list(rows) == ["full fine-tuning", "top 2 blocks", "head only", "LoRA"]
+    assert approaches["steps"] == peft_methods["steps"] == profile.peft_steps
+    assert rows["LoRA"] == peft_methods["methods"]["LoRA"]
+    params = {name: row["trainable params"] for name, row in rows.items()}
+    assert max(params["LoRA"], params["top 2 blocks"], params["head only"]) < params["full fine-tuning"]
+    if profile.name == "cpu":  # (the toy models of the -sim profiles have other proportions)
+        assert params["LoRA"] < params["top 2 blocks"] < params["head only"]
+        # a head for generation is the vocabulary projection: about a fifth of SmolLM2-135M, not a small classifier
+        assert 0.1 * params["full fine-tuning"] < params["head only"] < 0.3 * params["full fine-tuning"]
+    # what was frozen stayed unchanged, and every trained tensor moved (no trap left a block without gradients)
+    for name, moved in approaches["weights_moved"].items():
+        assert moved["frozen tensors moved"] == 0, (name, moved)
+        assert moved["trainable tensors moved"] == moved["trainable tensors"] > 0, (name, moved)
+    if profile.name == "cpu":
+        sweep = json.loads((ROOT / "benchmarks" / "sweeps" / "03_approaches_cpu.json").read_text())
+        assert approaches["learning_rates_from"] == "dev sweep"
+        assert approaches["learning_rates"] == sweep["learning_rates"]
+
+
+def test_early_approaches_claims_come_from_the_per_paragraph_numbers(approaches):
+    """Every forgetting and skill claim's interval and verdict follow from the per-example and per-paragraph values
+    on record; the table's forgetting is the mean general-text loss after minus before."""
+    general, per_example = approaches["general_per_paragraph"], approaches["per_example"]
+    n_par, n = approaches["general_paragraphs"], approaches["eval_prompts"]
+    assert n_par >= 30 and all(len(losses) == n_par for losses in general.values())
+    assert set(general) == {"base model", "full fine-tuning", "top 2 blocks", "head only", "LoRA", "DoRA", "IA3",
+                            "prompt tuning", "prefix tuning"}
+    base = torch.tensor(general["base model"])
+    for name, row in approaches["approaches"].items():
+        assert row["forgetting"] == pytest.approx((torch.tensor(general[name]) - base).mean().item(), abs=1e-6)
+    assert len(approaches["claims"]) == 17
+    for claim, result in approaches["claims"].items():
+        name = claim.split(" learns")[0].split(" is behind")[0].split(" forgets")[0]
+        if "learns the skill" in claim:
+            diff = torch.tensor(per_example[name]["exact_match"]) - torch.tensor(per_example["base model"]["exact_match"])
+            size = n
+        elif "behind LoRA" in claim:
+            diff = torch.tensor(per_example["LoRA"]["exact_match"]) - torch.tensor(per_example[name]["exact_match"])
+            size = n
+        elif "more than LoRA" in claim:
+            diff = torch.tensor(general[name]) - torch.tensor(general["LoRA"])
+            size = n_par
+        else:
+            diff = torch.tensor(general[name]) - base
+            size = n_par
+        recomputed = stats.interval(diff)
+        assert result["value"] == pytest.approx(recomputed["value"], abs=1e-9)
+        assert result["ci95"] == pytest.approx(recomputed["ci95"], abs=1e-9)
+        assert result["verdict"] == stats.verdict(recomputed["ci95"]) and result["n"] == size
+
+
+def test_early_approaches_learn_and_what_they_forget(approaches):
+    """Issue 19, measured on the cpu profile (10 steps, 32 test people, 32 general paragraphs): full fine-tuning
+    and the top 2 blocks reached LoRA's skill (exact match 0.94 vs 0.97, within noise); the head alone learned
+    little (0.12). The notes' claim that PEFT avoids forgetting failed: LoRA's general-text loss rose by 0.064
+    [0.039, 0.090], full fine-tuning's by -0.002 [-0.010, 0.008]; prefix tuning's by 1.15. Asserted with margins on
+    the intervals, on the cpu profile only (the toy -sim runs train 2 steps)."""
+    if approaches["profile"] != "cpu":
+        pytest.skip("thresholds measured on the cpu profile")
+    claims, after = approaches["claims"], approaches["after"]
+    for name in ("full fine-tuning", "top 2 blocks"):
+        assert after[name]["exact_match"] >= 0.75, (name, after[name])
+        assert claims[f"{name} learns the skill (exact match above the base model)"]["ci95"][0] >= 0.5
+    head = claims["head only is behind LoRA on exact match (LoRA's - its > 0)"]
+    assert head["verdict"] == "holds" and head["ci95"][0] >= 0.4, head
+    # forgetting is real and positive for every adapter
+    for name in ("LoRA", "DoRA", "IA3", "prompt tuning", "prefix tuning"):
+        result = claims[f"{name} forgets (general-text loss after - before > 0)"]
+        assert result["verdict"] == "holds", (name, result)
+    # and full fine-tuning at its dev-chosen learning rate forgot less than LoRA: "PEFT avoids forgetting" fails here
+    full = claims["full fine-tuning forgets more than LoRA (its forgetting - LoRA's > 0)"]
+    assert full["verdict"] == "fails" and full["ci95"][1] <= -0.02, full
+    assert abs(claims["full fine-tuning forgets (general-text loss after - before > 0)"]["value"]) < 0.03
+    # the soft prompts sit in front of every input: they forget most
+    prefix = claims["prefix tuning forgets (general-text loss after - before > 0)"]
+    lora = claims["LoRA forgets (general-text loss after - before > 0)"]
+    assert prefix["ci95"][0] > lora["ci95"][1], (prefix, lora)

@@ -1,5 +1,5 @@
-"""Notebook 03's learning rates come from benchmarks/sweeps/03_peft_cpu.json (scripts/sweep_peft.py): the file must
-belong to the notebook as it is now, and its choice must follow from its own dev numbers."""
+"""Notebook 03's learning rates come from benchmarks/sweeps/03_{peft,approaches}_cpu.json (scripts/sweep_peft.py):
+each file must belong to the notebook as it is now, and its choice must follow from its own dev numbers."""
 import importlib.util
 import json
 from pathlib import Path
@@ -15,21 +15,32 @@ sweep_peft = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(sweep_peft)
 
 
+PARTS = {"peft": ("methods", sweep_peft.GRIDS), "approaches": ("approaches", sweep_peft.APPROACH_GRIDS)}
+
+
+@pytest.fixture(scope="module", params=list(PARTS))
+def part(request):
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def sweep():
-    return json.loads((ROOT / "benchmarks" / "sweeps" / "03_peft_cpu.json").read_text())
+def sweep(part):
+    return json.loads((ROOT / "benchmarks" / "sweeps" / f"03_{part}_cpu.json").read_text())
 
 
-def test_the_sweep_trained_what_the_notebook_trains(sweep):
+def test_the_sweep_trained_what_the_notebook_trains(sweep, part):
     profile = PROFILES["cpu"]
     assert sweep["profile"] == "cpu" and sweep["model"] == profile.chat_model
     assert sweep["steps"] == profile.peft_steps and sweep["batch_size"] == profile.sft_batch_size
-    methods = sweep_peft.notebook_methods(profile)  # the notebook's own cell
+    cell, grids = PARTS[part]
+    methods = sweep_peft.notebook_cell(profile, cell)  # the notebook's own cell
     assert list(sweep["learning_rates"]) == list(methods)
-    assert sweep["methods"] == {name: type(config).__name__ for name, config in methods.items()}
+    assert sweep["methods"] == {name: getattr(config, "__name__", type(config).__name__)
+                                for name, config in methods.items()}
     assert sweep["dev_examples"] == len(load_course_dataset("sft")["dev"])
     ran = {(r["method"], r["learning_rate"], r["seed"]) for r in sweep["runs"]}
-    assert ran == {(m, lr, seed) for m, grid in sweep_peft.GRIDS.items() for lr in grid for seed in sweep_peft.SEEDS}
+    assert ran == {(m, lr, seed) for m, grid in grids.items() for lr in grid for seed in sweep_peft.SEEDS}
+    assert not sweep["on_grid_edge"], "a learning rate chosen at the edge of its grid: widen the grid, --resume"
 
 
 def test_the_chosen_learning_rates_follow_from_the_dev_losses(sweep):
