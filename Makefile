@@ -3,8 +3,9 @@
 #   make test     helper tests + every notebook under nbval + learning-effect thresholds (cpu profile, float32),
 #                 notebook 01 again in bfloat16 mixed precision with its thresholds, then every notebook again in
 #                 the t4-sim and l4-sim profiles (a T4's and an L4's settings on the CPU, toy sizes)
-# Others: make test-sim (just the -sim profiles), make test-bf16, make bench (course + record runtimes and the
-# roofline into benchmarks/ and the README), make datasets.
+# Others: make lab (JupyterLab on the course, with the venv's kernel; LAB_ARGS="--no-browser" on a server),
+# make test-sim (just the -sim profiles), make test-bf16, make bench (course + record runtimes and the roofline into
+# benchmarks/ and the README), make datasets.
 PYTHON ?= python3
 COURSE_PROFILE ?= cpu
 export COURSE_PROFILE
@@ -12,7 +13,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: course test test-sim test-bf16 bench datasets install
+.PHONY: course test test-sim test-bf16 bench datasets install lab
 SIM_PROFILES := t4-sim l4-sim
 
 install: $(STAMP)
@@ -25,6 +26,11 @@ $(STAMP): requirements.txt requirements-colab.txt requirements-offline.txt
 	$(BIN)/python -m pip install -q --no-deps -r requirements-offline.txt
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
+
+# The notebooks name the kernel "python3": make install registers the venv's Python under that name inside the venv,
+# and JupyterLab run from the venv prefers it to any user-wide "python3" (tests/test_lab.py checks both).
+lab: $(STAMP)
+	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)" $(LAB_ARGS)
 
 course: $(STAMP)
 	rm -rf runs/checkpoints

@@ -6,7 +6,9 @@
     python scripts/run_course.py --table         # only rewrite the README's table from benchmarks/*.json
 
 The source notebooks are never written: they keep only the outputs nbval compares (# NBVAL_CHECK_OUTPUT cells).
-Peak memory is the largest resident memory of the kernel and its children, sampled every 0.2 s.
+Peak memory is the largest resident memory of the kernel and its children, sampled every 0.2 s. While a notebook
+runs, the cell being run and the time so far are shown (on a terminal in one updating line; in a log, the cells that
+took 10 s or more).
 
 The roofline: each training cell's record (runs/*.json) counts its model FLOPs (helpers.tracking.FlopCounter) and
 divides the achieved FLOP/s by this machine's matrix-product peak in the precision it ran, measured at the start of
@@ -59,10 +61,56 @@ def tree_rss_mb(process: psutil.Process) -> float:
     return total / 2**20
 
 
+class Progress:
+    """Which cell of a notebook is running and the time so far. On a terminal: one line, rewritten in place as the
+    cells run. In a log (CI, `make course > log`): one line per cell that took `slow` seconds or more, so a log shows
+    where the time went without a line per cell. Passed to nbclient as its on_cell_execute (the cell is sent to the
+    kernel) and on_cell_executed (its reply came) hooks."""
+
+    def __init__(self, notebook, stream=None, slow: float = 10.0):
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.slow = slow
+        self.code_cells = sum(cell.cell_type == "code" and bool(cell.source.strip()) for cell in notebook.cells)
+        self.done = 0
+        self.start = self.cell_start = time.perf_counter()
+
+    @staticmethod
+    def label(cell) -> str:
+        """The first line of a cell that is code, not a comment or a magic: what a reader recognises it by."""
+        lines = [line.strip() for line in cell.source.splitlines()]
+        code = [line for line in lines if line and not line.startswith(("#", "%", "!"))]
+        text = code[0] if code else (lines[0] if lines else "")
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    def elapsed(self) -> str:
+        seconds = int(time.perf_counter() - self.start)
+        return f"{seconds // 60}:{seconds % 60:02d}"
+
+    def on_cell_execute(self, cell, cell_index):
+        self.cell_start = time.perf_counter()
+        if self.tty:
+            line = f"  [{self.elapsed()}] cell {self.done + 1}/{self.code_cells}: {self.label(cell)}"
+            self.stream.write("\r\033[K" + line)
+            self.stream.flush()
+
+    def on_cell_executed(self, cell, cell_index, execute_reply=None):
+        self.done += 1
+        took = time.perf_counter() - self.cell_start
+        if self.tty and self.done == self.code_cells:
+            self.stream.write("\r\033[K")
+        elif not self.tty and took >= self.slow:
+            self.stream.write(f"  [{self.elapsed()}] cell {self.done}/{self.code_cells} took {took:.0f} s: "
+                              f"{self.label(cell)}\n")
+        self.stream.flush()
+
+
 def run_notebook(path: Path, timeout: int) -> dict:
     notebook = nbformat.read(path, as_version=4)
+    progress = Progress(notebook)
     client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(NOTEBOOKS)}})
+                            resources={"metadata": {"path": str(NOTEBOOKS)}},
+                            on_cell_execute=progress.on_cell_execute, on_cell_executed=progress.on_cell_executed)
     me = psutil.Process()
     peak = {"mb": 0.0}
     stop = threading.Event()
@@ -81,6 +129,8 @@ def run_notebook(path: Path, timeout: int) -> dict:
     finally:
         seconds = time.perf_counter() - start
         stop.set()
+        if progress.tty:
+            print("\r\033[K", end="", flush=True)
     executed = RUNS / "executed" / path.name
     executed.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(notebook, executed)

@@ -1,10 +1,14 @@
 """The README's notebook table is built from benchmarks/*.json, and the GPU files say plainly which numbers are
-estimates (no GPU has run the course yet) and which were measured."""
+estimates (no GPU has run the course yet) and which were measured; `make course` shows its progress."""
+import io
 import json
+import re
 import sys
 from pathlib import Path
 
+import nbformat
 import pytest
+from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -53,3 +57,32 @@ def test_share_of_peak_shows_the_range_of_a_notebooks_cells():
     assert run_course.share(row) == "6-14% (bfloat16)"
     assert run_course.share({"training_cells": [{"peak_share": 0.3, "precision": "float32"}]}) == "30% (float32)"
     assert run_course.share(None) == "—"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_course_progress_shows_the_running_cell_and_where_the_time_went():
+    """Issue 20: `make course` shows per notebook the cell being run and the time so far (one updating line on a
+    terminal) and, in a log, the cells that took long; checked on a real kernel through nbclient's hooks."""
+    notebook = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# a title"),
+        nbformat.v4.new_code_cell("# a comment first\nimport time\ntime.sleep(0.5)"),
+        nbformat.v4.new_code_cell(""),  # empty: nbclient skips it, and so does the count
+        nbformat.v4.new_code_cell("x = 1"),
+    ])
+    log, terminal = io.StringIO(), _Terminal()
+    for stream in (log, terminal):
+        progress = run_course.Progress(notebook, stream=stream, slow=0.4)
+        NotebookClient(notebook, kernel_name="python3", on_cell_execute=progress.on_cell_execute,
+                       on_cell_executed=progress.on_cell_executed).execute()
+        assert progress.code_cells == progress.done == 2
+    # the log: only the slow cell, named by its first line of code, with its time
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 1 and re.fullmatch(r"  \[0:0\d\] cell 1/2 took \d s: import time", lines[0]), lines
+    # the terminal: each cell as it starts, on one line rewritten in place, cleared at the end
+    shown = terminal.getvalue()
+    assert "cell 1/2: import time" in shown and "cell 2/2: x = 1" in shown and "\n" not in shown
+    assert shown.endswith("\r\033[K")
