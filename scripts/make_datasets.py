@@ -425,7 +425,6 @@ def make_retrieval(rng, dev_combos=16, test_combos=48):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# ---------------------------------------------------------------------------------------------------------
 # General text: notebook 03 measures forgetting as the loss on it before and after fine-tuning. Paragraphs
 # written by hand for this course on everyday topics, none about people records, JSON or extraction.
 # ---------------------------------------------------------------------------------------------------------

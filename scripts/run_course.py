@@ -97,12 +97,16 @@ class Progress:
     def on_cell_executed(self, cell, cell_index, execute_reply=None):
         self.done += 1
         took = time.perf_counter() - self.cell_start
-        if self.tty and self.done == self.code_cells:
-            self.stream.write("\r\033[K")
-        elif not self.tty and took >= self.slow:
+        if not self.tty and took >= self.slow:
             self.stream.write(f"  [{self.elapsed()}] cell {self.done}/{self.code_cells} took {took:.0f} s: "
                               f"{self.label(cell)}\n")
-        self.stream.flush()
+            self.stream.flush()
+
+    def close(self):
+        """Clear the terminal's progress line, whether the notebook finished or stopped at an error."""
+        if self.tty:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
 
 
 def run_notebook(path: Path, timeout: int) -> dict:
@@ -129,8 +133,7 @@ def run_notebook(path: Path, timeout: int) -> dict:
     finally:
         seconds = time.perf_counter() - start
         stop.set()
-        if progress.tty:
-            print("\r\033[K", end="", flush=True)
+        progress.close()
     executed = RUNS / "executed" / path.name
     executed.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(notebook, executed)

@@ -78,6 +78,7 @@ def test_course_progress_shows_the_running_cell_and_where_the_time_went():
         progress = run_course.Progress(notebook, stream=stream, slow=0.4)
         NotebookClient(notebook, kernel_name="python3", on_cell_execute=progress.on_cell_execute,
                        on_cell_executed=progress.on_cell_executed).execute()
+        progress.close()  # what run_notebook does when the notebook ends
         assert progress.code_cells == progress.done == 2
     # the log: only the slow cell, named by its first line of code, with its time
     lines = log.getvalue().splitlines()
