@@ -114,6 +114,13 @@ def extraction_scores(answers: list[str], references: list[str]) -> dict:
     return {"exact_match": exact / n, "valid_json": valid / n, "field_accuracy": fields / (n * len(PERSON_FIELDS))}
 
 
+def per_answer_scores(answers: list[str], references: list[str]) -> dict:
+    """extraction_scores of each answer alone: {metric: [score of answer i] (n,)}, what stats.before_after and
+    stats.interval take; each metric's mean is extraction_scores(answers, references)[metric]."""
+    scores = [extraction_scores([answer], [reference]) for answer, reference in zip(answers, references, strict=True)]
+    return {metric: [score[metric] for score in scores] for metric in ("exact_match", "valid_json", "field_accuracy")}
+
+
 def _padded(rows: list[list[int]], pad_token_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Token-id lists as (B, T) ids and attention mask, padded on the left or the right."""
     width = max(len(row) for row in rows)

@@ -1,6 +1,6 @@
 import pytest
 
-from helpers.tasks import extraction_scores, parse_json_object
+from helpers.tasks import extraction_scores, parse_json_object, per_answer_scores
 
 REF = '{"name": "Anya Quispe", "age": 50, "job": "cartographer", "city": "Medan"}'
 
@@ -26,6 +26,17 @@ def test_extraction_scores():
 def test_extraction_scores_refuses_mismatched_lengths():
     with pytest.raises(ValueError, match="2 answers for 1 references"):
         extraction_scores([REF, REF], [REF])
+
+
+def test_per_answer_scores_are_the_scores_behind_the_means():
+    answers = [REF, '{"name": "Anya Quispe", "age": "50", "job": "cartographer", "city": "Medan"}', "no JSON"]
+    per_answer = per_answer_scores(answers, [REF] * 3)
+    assert per_answer == {"exact_match": [1.0, 0.0, 0.0], "valid_json": [1.0, 1.0, 0.0],
+                          "field_accuracy": [1.0, 0.75, 0.0]}
+    means = extraction_scores(answers, [REF] * 3)
+    assert {m: sum(v) / 3 for m, v in per_answer.items()} == pytest.approx(means)
+    with pytest.raises(ValueError, match="zip"):
+        per_answer_scores([REF, REF], [REF])
 
 
 def test_correctness_reward_matches_the_value_as_a_whole_word():
