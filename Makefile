@@ -1,11 +1,12 @@
 # Two commands for a fresh machine (both install what they need into .venv first):
 #   make course   run every notebook in the cpu profile; executed copies go to runs/executed/
-#   make test     helper tests + every notebook under nbval + learning-effect thresholds (cpu profile, float32),
-#                 notebook 01 again in bfloat16 mixed precision with its thresholds, then every notebook again in
-#                 the t4-sim and l4-sim profiles (a T4's and an L4's settings on the CPU, toy sizes)
-# Others: make lab (JupyterLab on the course, with the venv's kernel; LAB_ARGS="--no-browser" on a server),
-# make test-sim (just the -sim profiles), make test-bf16, make bench (course + record runtimes and the roofline into
-# benchmarks/ and the README), make datasets.
+#   make test     ruff (make lint), helper tests + every notebook under nbval + learning-effect thresholds (cpu
+#                 profile, float32), notebook 01 again in bfloat16 mixed precision with its thresholds, then every
+#                 notebook again in the t4-sim and l4-sim profiles (a T4's and an L4's settings on the CPU, toy sizes)
+# Others: make test-fast (ruff + unit tests, no notebook runs, a few minutes), make lab (JupyterLab on the course,
+# with the venv's kernel; LAB_ARGS="--no-browser" on a server), make test-sim (just the -sim profiles), make
+# test-bf16, make bench (course + record runtimes, the roofline and the results into benchmarks/ and the README,
+# and refresh the notebooks' committed outputs), make datasets.
 PYTHON ?= python3
 COURSE_PROFILE ?= cpu
 export COURSE_PROFILE
@@ -13,7 +14,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: course test test-sim test-bf16 bench datasets install lab
+.PHONY: course test test-fast test-sim test-bf16 bench datasets install lab lint
 SIM_PROFILES := t4-sim l4-sim
 
 install: $(STAMP)
@@ -36,7 +37,16 @@ course: $(STAMP)
 	rm -rf runs/checkpoints
 	$(BIN)/python scripts/run_course.py
 
-test: $(STAMP)
+# ruff's bug-finding rules (pyproject.toml) over the package, scripts, tests and notebooks: a second
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+# The quick loop while changing the package: ruff and the unit tests, without the tests that read the notebooks'
+# run records (marker "notebooks"), the slow ones ("slow": training runs, subprocesses, servers) and the Colab rebuild.
+test-fast: $(STAMP) lint
+	$(BIN)/python -m pytest tests -m "not notebooks and not slow and not colab"
+
+test: $(STAMP) lint
 	rm -rf runs/*.json runs/checkpoints
 	$(BIN)/python -m pytest
 	$(MAKE) test-bf16
@@ -64,9 +74,12 @@ test-sim: $(STAMP)
 	for profile in $(SIM_PROFILES); do echo "== $$profile"; tail -n 40 runs/sim/$$profile.log; done; \
 	exit $$status
 
+# make bench: the course (and the homework's solution) timed, recorded into benchmarks/ and the README (its notebook
+# table and Results), and the executed outputs copied into the committed notebooks (scripts/refresh_outputs.py).
 bench: $(STAMP)
 	rm -rf runs/checkpoints
 	$(BIN)/python scripts/run_course.py --record
+	$(BIN)/python scripts/refresh_outputs.py
 
 datasets: $(STAMP)
 	$(BIN)/python scripts/make_datasets.py

@@ -118,7 +118,8 @@ def per_answer_scores(answers: list[str], references: list[str]) -> dict:
     """extraction_scores of each answer alone: {metric: [score of answer i] (n,)}, what stats.before_after and
     stats.interval take; each metric's mean is extraction_scores(answers, references)[metric]."""
     scores = [extraction_scores([answer], [reference]) for answer, reference in zip(answers, references, strict=True)]
-    return {metric: [score[metric] for score in scores] for metric in ("exact_match", "valid_json", "field_accuracy")}
+    metrics = scores[0] if scores else ()  # whatever extraction_scores measures
+    return {metric: [score[metric] for score in scores] for metric in metrics}
 
 
 def _padded(rows: list[list[int]], pad_token_id: int, left: bool) -> tuple[torch.Tensor, torch.Tensor]:

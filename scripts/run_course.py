@@ -1,9 +1,11 @@
 """Run every notebook in order (cpu profile unless COURSE_PROFILE says otherwise) and time each one.
 
     python scripts/run_course.py                 # executed copies -> runs/executed/, timings -> runs/course_timing.json
-    python scripts/run_course.py 01              # only notebooks whose name starts with 01
+    python scripts/run_course.py 01              # only notebooks whose name starts with 01 ("dpo" for the homework
+                                                 # solution, which runs after 09)
     python scripts/run_course.py --record        # also write benchmarks/<profile>.json and the README's table
-    python scripts/run_course.py --table         # only rewrite the README's table from benchmarks/*.json
+    python scripts/run_course.py --table         # only rewrite the README's tables from benchmarks/*.json
+    python scripts/run_course.py --results       # only store runs/*.json's headlines in benchmarks/cpu.json (+ README)
 
 The source notebooks are never written: they keep only the outputs nbval compares (# NBVAL_CHECK_OUTPUT cells).
 Peak memory is the largest resident memory of the kernel and its children, sampled every 0.2 s. While a notebook
@@ -29,11 +31,13 @@ import psutil
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # helpers.stats formats the results as the notebooks print them
 NOTEBOOKS = ROOT / "notebooks"
 RUNS = ROOT / "runs"
 BENCHMARKS = ROOT / "benchmarks"
 README = ROOT / "README.md"
 TABLE_START, TABLE_END = "<!-- notebook-table:start -->", "<!-- notebook-table:end -->"
+RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
 
 # What the README's table says about each notebook, besides the measured numbers.
 CATALOGUE = {
@@ -48,7 +52,24 @@ CATALOGUE = {
     "08_grpo": ("GRPO with verifiable rewards (correctness + format)", "cpu, t4, l4, large"),
     "09_comparison": ("SFT, DPO, ORPO, PPO and GRPO compared: a proxy and a gold judge, with intervals",
                       "cpu, t4, l4, large"),
+    "dpo_orpo_solution": ("Homework solution: DPO vs ORPO on a new preference set", "cpu, t4, l4, large"),
 }
+HOMEWORK_SOLUTION = ROOT / "homework" / "solution" / "dpo_orpo_solution.ipynb"
+
+
+def record_prefix(notebook: str) -> str:
+    """The prefix of the records a notebook writes: runs/01_*.json for 01_..., runs/homework_*.json for the homework."""
+    return "homework" if notebook == HOMEWORK_SOLUTION.stem else notebook[:2]
+
+
+def row_label(notebook: str) -> str:
+    """The table's first column: the notebook's number, "hw" for the homework solution."""
+    return "hw" if notebook == HOMEWORK_SOLUTION.stem else notebook[:2]
+
+
+def notebook_link(notebook: str) -> str:
+    path = HOMEWORK_SOLUTION.relative_to(ROOT) if notebook == HOMEWORK_SOLUTION.stem else f"notebooks/{notebook}.ipynb"
+    return f"[{notebook}]({path})"
 
 
 def tree_rss_mb(process: psutil.Process) -> float:
@@ -113,7 +134,7 @@ def run_notebook(path: Path, timeout: int) -> dict:
     notebook = nbformat.read(path, as_version=4)
     progress = Progress(notebook)
     client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(NOTEBOOKS)}},
+                            resources={"metadata": {"path": str(path.parent)}},
                             on_cell_execute=progress.on_cell_execute, on_cell_executed=progress.on_cell_executed)
     me = psutil.Process()
     peak = {"mb": 0.0}
@@ -144,7 +165,7 @@ def run_notebook(path: Path, timeout: int) -> dict:
 def training_cells(notebook: str) -> list[dict]:
     """The roofline of each training record a notebook wrote (runs/<number>_*.json with a FLOP count)."""
     rows = []
-    for path in sorted(RUNS.glob(f"{notebook[:2]}_*.json")):
+    for path in sorted(RUNS.glob(f"{record_prefix(notebook)}_*.json")):
         record = json.loads(path.read_text())
         if record.get("flops"):
             rows.append({key: record.get(key) for key in ("name", "seconds", "steps", "precision", "flops",
@@ -181,10 +202,9 @@ def readme_table() -> str:
     cpu, t4 = read_benchmark("cpu"), read_benchmark("t4")
     rows = ["| # | notebook | topic | profiles | cpu time | cpu peak memory | cpu share of peak | T4 time | "
             "T4 peak memory |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for name in sorted(cpu):
+    for name in sorted(cpu, key=lambda n: (n == HOMEWORK_SOLUTION.stem, n)):
         topic, profiles = CATALOGUE.get(name, ("", ""))
-        link = f"[{name}](notebooks/{name}.ipynb)"
-        rows.append(f"| {name[:2]} | {link} | {topic} | {profiles} | {cell(cpu[name], 'seconds')} | "
+        rows.append(f"| {row_label(name)} | {notebook_link(name)} | {topic} | {profiles} | {cell(cpu[name], 'seconds')} | "
                     f"{cell(cpu[name], 'peak_memory_mb')} | {share(cpu[name])} | {cell(t4.get(name), 'seconds')} | "
                     f"{cell(t4.get(name), 'peak_memory_mb')} |")
     bench = json.loads((BENCHMARKS / "cpu.json").read_text())
@@ -206,20 +226,146 @@ def write_readme_table() -> None:
     README.write_text(text[:start] + "\n" + readme_table() + "\n" + text[end:])
 
 
+# The README's results: per notebook its headline measurement, read from the record the notebook wrote (runs/).
+# (notebook, record, keys to a helpers.stats interval in it, what it measures, digits). An entry with "before",
+# "after" and "change" is a before/after measurement on the same prompts (helpers.stats.before_after); one with
+# only "value" and "ci95" is a paired difference (a claim) and fills the change column alone.
+HEADLINES = [
+    ("01", "01_sft", ("intervals", "exact_match"), "SFT: exact JSON match, held-out people", 2),
+    ("02", "02_qlora", ("intervals", "exact_match"), "QLoRA SFT: exact JSON match, held-out people", 2),
+    ("03", "03_peft", ("claims", "LoRA learns the skill (exact match above the base model)"),
+     "LoRA: exact match minus the base model's", 2),
+    ("03", "03_peft", ("claims", "prompt tuning is behind LoRA on exact match (LoRA's - its > 0)"),
+     "LoRA's exact match minus prompt tuning's (same steps)", 2),
+    ("03", "03_approaches", ("claims", "LoRA forgets (general-text loss after - before > 0)"),
+     "LoRA: loss on general text, after minus before (forgetting)", 3),
+    ("03", "03_approaches", ("claims", "full fine-tuning forgets (general-text loss after - before > 0)"),
+     "full fine-tuning: the same (forgetting)", 3),
+    ("04", "04_matryoshka", ("intervals", "ndcg@10", "64"), "Matryoshka: nDCG@10 at 64 of 384 dimensions", 3),
+    ("05", "05_reward_model", ("intervals", "accuracy"), "reward model: held-out pairs ranked right", 2),
+    ("05", "05_ppo", ("intervals", "reward"), "PPO: reward-model score (what it is paid)", 2),
+    ("05", "05_ppo", ("intervals", "gold"), "PPO: gold judge (reward hacking)", 2),
+    ("06", "06_dpo", ("intervals", "preference_accuracy"), "DPO: held-out preference accuracy", 2),
+    ("07", "07_orpo", ("intervals", "preference_accuracy"), "ORPO: held-out preference accuracy", 2),
+    ("08", "08_grpo", ("intervals", "reward"), "GRPO: reward (correctness + format checkers)", 2),
+    ("08", "08_grpo", ("intervals", "correctness"), "GRPO: correct answers alone", 2),
+]
+
+
+def headline(record: dict, keys, what: str, digits: int = 2) -> dict:
+    """One results row from a record: {"what", "before", "after", "change", "n", "reads"} as text."""
+    from helpers.stats import shown, verdict  # the same formatting the notebooks print
+
+    entry = record
+    for key in keys:
+        if not isinstance(entry, dict) or key not in entry:
+            raise KeyError(f"{record.get('name')}: no {'/'.join(keys)} in its record (available: "
+                           f"{sorted(entry) if isinstance(entry, dict) else entry!r})")
+        entry = entry[key]
+    before_after = "change" in entry
+    change = entry["change"] if before_after else entry
+    # a before/after change rose or fell; a difference between two models is above or below 0
+    reads = ({"holds": "rose", "fails": "fell"} if before_after else {"holds": "> 0", "fails": "< 0"}).get(
+        verdict(change["ci95"]), "within noise")
+    return {"what": what, "before": shown(entry["before"], digits) if "before" in entry else "—",
+            "after": shown(entry["after"], digits) if "after" in entry else "—",
+            "change": shown(change, digits), "value": change["value"], "ci95": change["ci95"], "n": change["n"],
+            "reads": reads}
+
+
+def collect_results(runs: Path = RUNS) -> list[dict]:
+    """The results rows from runs/*.json (what make bench stores in benchmarks/cpu.json)."""
+    rows = []
+    for notebook, name, keys, what, digits in HEADLINES:
+        record = json.loads((runs / f"{name}.json").read_text())
+        rows.append({"notebook": notebook, "record": name, "keys": list(keys), **headline(record, keys, what, digits)})
+    return rows
+
+
+def results_section(bench: dict | None = None) -> str:
+    """The README's results, from benchmarks/cpu.json: each notebook's headline before -> after with its 95%
+    interval and n, the time and peak memory of the notebook, and notebook 09's comparison."""
+    bench = bench or json.loads((BENCHMARKS / "cpu.json").read_text())
+    timing = {row_label(r["notebook"]): r for r in bench["notebooks"]}
+    lines = ["| # | measured on held-out data | before | after | change [95% interval] | n | reads | notebook time "
+             "| peak memory |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    shown_before = set()
+    for row in bench["results"]:
+        run = timing.get(row["notebook"])
+        time_and_memory = ("| |" if row["notebook"] in shown_before  # once per notebook
+                           else f"| {cell(run, 'seconds')} | {cell(run, 'peak_memory_mb')} |")
+        shown_before.add(row["notebook"])
+        lines.append(f"| {row['notebook']} | {row['what']} | {row['before']} | {row['after']} | {row['change']} | "
+                     f"{row['n']} | {row['reads']} {time_and_memory}")
+    text = "\n".join(lines)
+    comparison = bench.get("comparison")
+    if comparison:
+        def number(value, column):
+            if value is None:
+                return "—"
+            return f"{value:.0f}" if column in ("training seconds", "peak memory (MB)") else f"{value:.2f}"
+
+        text += (f"\n\nNotebook 09 compares the methods on the same {comparison['n']} held-out prompts (means; the "
+                 "gold judge checks the fact, the reward model is notebook 05's; the notebook has the intervals and "
+                 "the paired differences):\n\n| method | " + " | ".join(COMPARISON_COLUMNS) + " |\n| --- |"
+                 + " --- |" * len(COMPARISON_COLUMNS))
+        for method, values in comparison["table"].items():
+            text += f"\n| {method} | " + " | ".join(number(values[c], c) for c in COMPARISON_COLUMNS) + " |"
+    return (text + f"\n\nMeasured by `make bench` in the cpu profile ({bench['cores']} cores, "
+            f"{bench.get('precision', 'float32')}). *reads*: the 95% interval of the change (a bootstrap over the "
+            "held-out examples: people, queries, pairs or prompts) lies above 0 (rose, > 0), below 0 (fell, < 0) or "
+            "around it (within noise); a row without before and after is a paired difference on the same examples. "
+            "The GPU profiles train longer on larger models: their numbers differ.")
+
+
+# Notebook 09's columns the README shows: quality by the gold judge, by the learned reward model and by preference,
+# then the cost (its notebook has the rest, with intervals).
+COMPARISON_COLUMNS = ["gold", "right fact", "reward-model score", "win rate vs start", "preference accuracy",
+                      "training seconds", "peak memory (MB)"]
+
+
+def comparison_means(runs: Path = RUNS) -> dict | None:
+    """Notebook 09's means, {"n": prompts, "table": {method: {column: value}}}, from runs/09_comparison.json."""
+    path = runs / "09_comparison.json"
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text())
+    return {"n": record["eval_prompts"],
+            "table": {method: {column: row.get(column) for column in COMPARISON_COLUMNS}
+                      for method, row in record["table"].items()}}
+
+
+def write_readme_results() -> None:
+    text = README.read_text()
+    start, end = text.index(RESULTS_START) + len(RESULTS_START), text.index(RESULTS_END)
+    README.write_text(text[:start] + "\n" + results_section() + "\n" + text[end:])
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("only", nargs="*", help="run only notebooks whose names start with these prefixes")
     parser.add_argument("--record", action="store_true", help="write benchmarks/<profile>.json and the README table")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
     parser.add_argument("--table", action="store_true", help="only rewrite the README table from benchmarks/")
+    parser.add_argument("--results", action="store_true",
+                        help="only store the results of the runs/*.json a full cpu run wrote in benchmarks/cpu.json "
+                             "and rewrite the README")
     args = parser.parse_args()
     profile = os.environ.setdefault("COURSE_PROFILE", "cpu")
+    if args.results:
+        recorded = BENCHMARKS / "cpu.json"
+        bench = json.loads(recorded.read_text())
+        bench.update(results=collect_results(), comparison=comparison_means())
+        recorded.write_text(json.dumps(bench, indent=2) + "\n")
+        args.table = True
     if args.table:
         write_readme_table()
+        if "results" in json.loads((BENCHMARKS / "cpu.json").read_text()):
+            write_readme_results()
         return
 
-    notebooks = sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")
-                       if not args.only or any(p.name.startswith(o) for o in args.only))
+    candidates = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")) + [HOMEWORK_SOLUTION]  # the solution runs last
+    notebooks = [p for p in candidates if not args.only or any(p.name.startswith(o) for o in args.only)]
     if args.record:
         (RUNS / "machine.json").unlink(missing_ok=True)  # measure the matrix-product peak afresh in this run
     results = []
@@ -248,11 +394,21 @@ def main():
         if args.only and recorded.exists():  # re-measured a few notebooks: keep the others' earlier numbers
             fresh = {r["notebook"] for r in results}
             kept = [r for r in json.loads(recorded.read_text())["notebooks"] if r["notebook"] not in fresh]
-            results = sorted(kept + results, key=lambda r: r["notebook"])
+            results = sorted(kept + results, key=lambda r: (r["notebook"] == HOMEWORK_SOLUTION.stem, r["notebook"]))
             summary.update(notebooks=results, total_seconds=round(sum(r["seconds"] for r in results), 1))
+        if profile == "cpu" and not args.only:  # the README's results: one full run's records, never a mix
+            try:
+                summary.update(results=collect_results(), comparison=comparison_means())
+            except (KeyError, OSError) as exc:  # keep the timings; say how to add the results
+                print(f"results not stored ({exc}): fix HEADLINES, then python scripts/run_course.py --results")
+        elif recorded.exists():
+            kept = json.loads(recorded.read_text())
+            summary.update({key: kept[key] for key in ("results", "comparison") if key in kept})
         recorded.write_text(json.dumps(summary, indent=2) + "\n")
         write_readme_table()
-        print(f"recorded benchmarks/{profile}.json and the README table")
+        if "results" in summary and profile == "cpu":
+            write_readme_results()
+        print(f"recorded benchmarks/{profile}.json and the README's tables")
     sys.exit(0 if all(r["ok"] for r in results) else 1)
 
 

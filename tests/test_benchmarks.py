@@ -13,11 +13,58 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 import run_course  # noqa: E402
+from notebook_records import record  # noqa: E402
 
 
 def test_readme_table_is_the_one_the_benchmark_files_give():
     assert run_course.readme_table() in (ROOT / "README.md").read_text(), \
         "the README's notebook table is out of date: run python scripts/run_course.py --table"
+
+
+def test_readme_results_are_what_the_records_give():
+    """Issue 20: the README's Results section is generated from the records a make bench run kept."""
+    bench = json.loads((ROOT / "benchmarks" / "cpu.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index(run_course.RESULTS_START):readme.index(run_course.RESULTS_END)]
+    assert section.strip() == (run_course.RESULTS_START + "\n" + run_course.results_section(bench)).strip(), \
+        "the README's results are out of date: run python scripts/run_course.py --table"
+    # every notebook that trains something has its headline, and each row is the helper's reading of its record
+    assert {row["notebook"] for row in bench["results"]} == {"01", "02", "03", "04", "05", "06", "07", "08"}
+    assert bench["comparison"], "notebook 09's table"
+    specs = {(n, name, tuple(keys)): (what, digits) for n, name, keys, what, digits in run_course.HEADLINES}
+    assert [(r["notebook"], r["record"], tuple(r["keys"])) for r in bench["results"]] == list(specs)
+
+
+@pytest.mark.notebooks
+def test_a_fresh_run_lands_within_the_recorded_results():
+    """The numbers in the README are the course's, not one lucky run: this run's records (make test ran the
+    notebooks just before) give each headline within the recorded 95% interval's width of the recorded value."""
+    bench = json.loads((ROOT / "benchmarks" / "cpu.json").read_text())
+    for row in bench["results"]:
+        what, digits = next((w, d) for n, name, keys, w, d in run_course.HEADLINES
+                            if name == row["record"] and list(keys) == row["keys"])
+        fresh = run_course.headline(record(row["record"]), row["keys"], what, digits)
+        low, high = row["ci95"]
+        assert fresh["n"] == row["n"], f"{row['what']}: n {fresh['n']} now, {row['n']} recorded"
+        assert abs(fresh["value"] - row["value"]) <= max(high - low, 0.05), \
+            f"{row['what']}: {fresh['change']} now, {row['change']} recorded by make bench"
+
+
+def test_a_headline_reads_a_before_after_entry_and_a_claim():
+    interval = {"value": 0.5, "ci95": [0.25, 0.75], "n": 20}
+    record = {"name": "x", "intervals": {"exact_match": {"before": {"value": 0.1, "ci95": [0.0, 0.2], "n": 20},
+                                                         "after": {"value": 0.6, "ci95": [0.4, 0.8], "n": 20},
+                                                         "change": interval, "direction": "rose"}},
+              "claims": {"A - B": {"value": -0.01, "ci95": [-0.05, 0.03], "n": 20}}}
+    row = run_course.headline(record, ["intervals", "exact_match"], "exact match")
+    assert (row["before"], row["after"], row["change"], row["n"], row["reads"]) == \
+        ("0.10 [0.00, 0.20]", "0.60 [0.40, 0.80]", "0.50 [0.25, 0.75]", 20, "rose")
+    claim = run_course.headline(record, ["claims", "A - B"], "a claim", digits=3)
+    assert (claim["before"], claim["change"], claim["reads"]) == ("—", "-0.010 [-0.050, 0.030]", "within noise")
+    record["claims"]["A - B"]["ci95"] = [0.01, 0.03]
+    assert run_course.headline(record, ["claims", "A - B"], "a claim")["reads"] == "> 0"
+    with pytest.raises(KeyError, match=r"x: no intervals/accuracy in its record \(available: \['exact_match'\]\)"):
+        run_course.headline(record, ["intervals", "accuracy"], "accuracy")
 
 
 @pytest.mark.parametrize("profile", ["t4", "l4"])

@@ -7,6 +7,8 @@ from notebook_records import record
 from helpers import stats
 from helpers.profiles import PROFILES
 
+pytestmark = pytest.mark.notebooks  # reads the notebooks' run records (runs/*.json)
+
 COSTS = ("trainable params", "steps", "training seconds", "peak memory (MB)", "models in memory")
 QUALITY = ("reward-model score", "win rate vs start", "gold", "gold win rate vs start", "right fact",
            "preference accuracy", "mean words", "truncated")

@@ -279,6 +279,7 @@ def mnrl():
     return record("04_mnrl")
 
 
+@pytest.mark.notebooks
 def test_records_say_what_ran(matryoshka, mnrl):
     steps = math.ceil(len(helpers.load_course_dataset("retrieval")["train"]) / PROFILE.embed_batch_size)
     for run in (matryoshka, mnrl):
@@ -293,6 +294,7 @@ def test_records_say_what_ran(matryoshka, mnrl):
     assert ndcg(matryoshka, "before") == ndcg(mnrl, "before"), "both runs start from the same baseline"
 
 
+@pytest.mark.notebooks
 def test_the_task_is_not_solved_before_fine_tuning(matryoshka):
     before = ndcg(matryoshka, "before")
     full, smallest = max(before), min(before)
@@ -300,6 +302,7 @@ def test_the_task_is_not_solved_before_fine_tuning(matryoshka):
     assert before[smallest] < before[full] - 0.05, "the pretrained model should lose quality when truncated"
 
 
+@pytest.mark.notebooks
 def test_fine_tuning_gains_hold_at_every_dimension(matryoshka, mnrl):
     """The gain over the pretrained model on the 192 held-out test questions: the paired 95% interval clears 0 at
     every size, by a margin (lower bounds 0.05 to 0.15 in the cpu run), for both losses."""
@@ -313,6 +316,7 @@ def test_fine_tuning_gains_hold_at_every_dimension(matryoshka, mnrl):
             assert result["direction"] == "rose" and result["change"]["ci95"][0] > 0.02, (run["name"], d, result)
 
 
+@pytest.mark.notebooks
 def test_matryoshka_keeps_what_it_trained_for_at_small_dimensions(matryoshka):
     """Matryoshka minus plain MNRL on the same queries: level at the sizes it trained (within noise at 384 to 32 in
     the cpu run, two seeds +0.015 and +0.036 at 32), ahead below them (+0.04 [0.01, 0.06] at 16, +0.08 [0.04, 0.12]
@@ -328,6 +332,7 @@ def test_matryoshka_keeps_what_it_trained_for_at_small_dimensions(matryoshka):
     assert vs_plain[smallest]["value"] > vs_plain[min(trained)]["value"], "the lead grows as the size shrinks"
 
 
+@pytest.mark.notebooks
 def test_the_test_questions_are_held_out(matryoshka):
     overlap = matryoshka["test_wording_overlap"]
     assert overlap["exact"] == 0 and overlap["ngrams"] < 0.10, overlap
@@ -336,6 +341,7 @@ def test_the_test_questions_are_held_out(matryoshka):
     assert matryoshka["dev_queries"] > 0 and matryoshka["learning_rate"] == PROFILE.embed_learning_rate
 
 
+@pytest.mark.notebooks
 def test_training_loss_falls(matryoshka, mnrl):
     for run in (matryoshka, mnrl):
         losses = [h["loss"] for h in run["log_history"] if "loss" in h]
@@ -343,6 +349,7 @@ def test_training_loss_falls(matryoshka, mnrl):
         assert sum(losses[-3:]) / 3 < 0.5 * sum(losses[:3]) / 3
 
 
+@pytest.mark.notebooks
 def test_smaller_vectors_search_faster(matryoshka):
     search_ms = {int(d): v for d, v in matryoshka["search_ms"].items()}
     assert search_ms[min(search_ms)] < search_ms[max(search_ms)]

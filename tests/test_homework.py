@@ -6,7 +6,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-import torch
 from nbclient import NotebookClient
 
 from helpers import homework, losses
@@ -40,6 +39,7 @@ def test_a_solution_region_left_open_is_an_error():
         make_homework.student_code("x = 1\n### BEGIN SOLUTION\ny = 2\n")
 
 
+@pytest.mark.slow  # 20-35 s: real training runs
 def test_student_checks_fail_clearly_on_the_empty_cells(tmp_path, monkeypatch):
     """Run the untouched student notebook: every part stops with 'Part N is not done yet', nothing else breaks."""
     monkeypatch.setenv("COURSE_RUNS_DIR", str(tmp_path))  # its records and checkpoints stay out of runs/
@@ -302,6 +302,7 @@ def test_part_6_catches_a_number_not_taken_from_the_runs():
         homework.check_part_6(right.assign(**{"final margin or log odds": [0.2]}), results)
 
 
+@pytest.mark.notebooks
 def test_the_solution_runs_learned():
     """Thresholds on the solution's record (held-out pairs, cpu profile): DPO and ORPO raise preference accuracy on
     both base models, the beta sweep ran, and the runs were real (seconds, steps)."""

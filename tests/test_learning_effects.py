@@ -10,6 +10,8 @@ from notebook_records import record
 from helpers import stats
 from helpers.profiles import PROFILES, select_profile
 
+pytestmark = pytest.mark.notebooks  # reads the notebooks' run records (runs/*.json)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -10,7 +10,6 @@ import warnings
 
 import pytest
 import torch
-from datasets import Dataset
 from torch.testing import assert_close
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
 

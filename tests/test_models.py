@@ -1,6 +1,5 @@
 """The offline models are the real pretrained ones: they answer and embed like the Hub models do."""
 import pytest
-import torch
 
 from helpers.models import model_path
 

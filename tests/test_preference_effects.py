@@ -6,6 +6,8 @@ from notebook_records import record
 
 from helpers.profiles import PROFILES
 
+pytestmark = pytest.mark.notebooks  # reads the notebooks' run records (runs/*.json)
+
 
 @pytest.fixture(scope="module")
 def reward_model():

@@ -21,6 +21,7 @@ def last_json_line(result):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # 20-35 s: real training runs
 def test_killed_run_resumes_from_last_checkpoint_and_matches_an_uninterrupted_run(tmp_path):
     reference = last_json_line(train(tmp_path / "straight"))
     assert reference["resumed_from"] is None and reference["step"] == 12

@@ -26,6 +26,7 @@ def train(launcher, tmp_path, name, method, per_device_batch_size):
     return json.loads(losses.read_text())
 
 
+@pytest.mark.slow  # 20-35 s: real training runs
 @pytest.mark.parametrize("method, port", [("sft", 29517), ("dpo", 29518)])
 def test_two_processes_equal_one_with_the_same_global_batch(tmp_path, method, port):
     single = train([sys.executable], tmp_path, "single", method, per_device_batch_size=4)
