@@ -1,9 +1,9 @@
 """Thin helpers for the fine-tuning course: profiles, loading, logging, plotting, checks and the small
 from-scratch pieces the notebooks teach. They never hide the library call a notebook is teaching."""
 
-from . import embeddings, lora, losses, memory, nf4, precision, stats
+from . import embeddings, exercises, lora, losses, memory, nf4, precision, stats
 from .data import check_format, load_course_dataset, wording_overlap
-from .models import check_4bit_support, keep_4bit_trainable_on_cpu, model_path
+from .models import check_4bit_support, keep_4bit_trainable_on_cpu, model_path, nf4_config
 from .plots import plot_before_after, plot_history
 from .precision import check_fp16_trainable, compute_dtype, evaluating, fp16_safe
 from .profiles import PROFILES, Hardware, Profile, describe, detect_hardware, select_profile
@@ -17,8 +17,8 @@ from .tracking import StepTimer, median_step_seconds
 __all__ = [
     "PROFILES", "Hardware", "Profile", "StepTimer", "answer_logps", "answer_mask", "brevity_reward", "correctness_reward", "check_4bit_support", "check_format", "check_fp16_trainable", "completion_losses", "completion_text", "compute_dtype",
     "describe", "detect_hardware", "evaluating", "fp16_safe",
-    "embeddings", "extraction_scores", "fact_value", "form_reward", "generate", "gold_reward", "init_wandb", "keep_4bit_trainable_on_cpu", "last_checkpoint",
-    "load_course_dataset", "lora", "losses", "measure", "median_step_seconds", "memory", "memory_mb", "model_path", "nf4", "oom_advice",
+    "embeddings", "exercises", "extraction_scores", "fact_value", "form_reward", "generate", "gold_reward", "init_wandb", "keep_4bit_trainable_on_cpu", "last_checkpoint",
+    "load_course_dataset", "lora", "losses", "measure", "median_step_seconds", "memory", "memory_mb", "model_path", "nf4", "nf4_config", "oom_advice",
     "parse_json_object", "per_answer_scores", "plot_before_after", "precision", "preference_logps", "plot_history", "read_run", "report_to", "requested_form", "reward_scores",
     "select_profile", "stats", "trained_adapter", "training_cost", "wording_overlap", "write_run",
 ]

@@ -251,6 +251,16 @@ def check_4bit_support(device: str = "cpu") -> None:
                            f"{NO_4BIT_ALTERNATIVE}")
 
 
+def nf4_config(compute_dtype):
+    """QLoRA's 4-bit loading, as notebook 02 builds it field by field: NF4 weights, double-quantized scales,
+    dequantized to `compute_dtype` (the profile's `dtype`: float16 on a T4, bfloat16 on an L4) for every product.
+    Returns a transformers BitsAndBytesConfig for from_pretrained(quantization_config=...)."""
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype)
+
+
 def keep_4bit_trainable_on_cpu(model) -> int:
     """Stop bitsandbytes from repacking 4-bit weights for CPU inference; returns how many layers it touched.
 

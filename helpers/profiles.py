@@ -190,55 +190,20 @@ PROFILES = {
         homework_models=(("SmolLM2-360M-Instruct", "HuggingFaceTB/SmolLM2-360M-Instruct", True),
                          ("Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct", True)),
     ),
-    "l4": Profile(
-        name="l4", description="NVIDIA L4, 24 GB, bfloat16 (Colab paid tier)",
-        needs_gpu=True, bf16=True, fp16=False, load_in_4bit=True, gradient_checkpointing=True, card_memory_gb=22.5,
-        chat_model="HuggingFaceTB/SmolLM2-360M-Instruct",
-        embedding_model="BAAI/bge-base-en-v1.5",
-        pretrain_steps=2000, pretrain_block_size=256, pretrain_batch_size=64,
-        sft_steps=60, sft_batch_size=16, sft_grad_accum=1, sft_learning_rate=5e-5, max_length=256,
-        eval_prompts=64,
-        qlora_model="unsloth/Meta-Llama-3.1-8B-Instruct", lora_r=16, lora_alpha=32,
-        qlora_steps=60, qlora_batch_size=4, qlora_grad_accum=4, qlora_learning_rate=2e-4, optim="paged_adamw_8bit",
-        peft_steps=60, peft_eval_prompts=64,
-        embed_dims=(768, 512, 256, 128, 64), embed_dataset=None, embed_epochs=3, embed_batch_size=64,
-        embed_learning_rate=5e-5, embed_lora=False,
-        pref_model="HuggingFaceTB/SmolLM2-1.7B-Instruct", pref_steps=60, pref_batch_size=8, pref_learning_rate=2e-4,
-        pref_eval_pairs=40, dpo_betas=(0.1, 0.2, 0.5), dpo_beta=0.1,
-        rm_steps=100, rm_batch_size=16, rm_learning_rate=1e-4,
-        ppo_steps=100, ppo_batch_size=32, ppo_learning_rate=3e-5, ppo_kl_coef=0.2, ppo_max_new_tokens=48,
-        ppo_eval_prompts=40,
-        orpo_steps=60, orpo_beta=0.1, orpo_learning_rate=1e-4,
-        grpo_steps=100, grpo_num_generations=8, grpo_batch_size=32, grpo_learning_rate=5e-5, grpo_beta=0.04,
-        grpo_max_completion_length=48, grpo_eval_prompts=64,
-        homework_models=(("SmolLM2-360M-Instruct", "HuggingFaceTB/SmolLM2-360M-Instruct", True),
-                         ("Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct", True)),
-    ),
-    "large": Profile(
-        name="large", description="A100 / H100 class, 40 GB or more, bfloat16",
-        needs_gpu=True, bf16=True, fp16=False, load_in_4bit=False, gradient_checkpointing=False, card_memory_gb=None,
-        chat_model="HuggingFaceTB/SmolLM2-1.7B-Instruct",
-        embedding_model="BAAI/bge-base-en-v1.5",
-        pretrain_steps=3000, pretrain_block_size=256, pretrain_batch_size=128,
-        sft_steps=60, sft_batch_size=16, sft_grad_accum=1, sft_learning_rate=2e-5, max_length=256,
-        eval_prompts=64,
-        qlora_model="unsloth/Meta-Llama-3.1-8B-Instruct", lora_r=16, lora_alpha=32,
-        qlora_steps=60, qlora_batch_size=4, qlora_grad_accum=4, qlora_learning_rate=2e-4, optim="paged_adamw_8bit",
-        peft_steps=60, peft_eval_prompts=64,
-        embed_dims=(768, 512, 256, 128, 64), embed_dataset=None, embed_epochs=3, embed_batch_size=64,
-        embed_learning_rate=5e-5, embed_lora=False,
-        pref_model="HuggingFaceTB/SmolLM2-1.7B-Instruct", pref_steps=60, pref_batch_size=8, pref_learning_rate=2e-4,
-        pref_eval_pairs=40, dpo_betas=(0.1, 0.2, 0.5), dpo_beta=0.1,
-        rm_steps=100, rm_batch_size=16, rm_learning_rate=1e-4,
-        ppo_steps=100, ppo_batch_size=32, ppo_learning_rate=3e-5, ppo_kl_coef=0.2, ppo_max_new_tokens=48,
-        ppo_eval_prompts=40,
-        orpo_steps=60, orpo_beta=0.1, orpo_learning_rate=1e-4,
-        grpo_steps=100, grpo_num_generations=8, grpo_batch_size=32, grpo_learning_rate=5e-5, grpo_beta=0.04,
-        grpo_max_completion_length=48, grpo_eval_prompts=64,
-        homework_models=(("SmolLM2-360M-Instruct", "HuggingFaceTB/SmolLM2-360M-Instruct", True),
-                         ("Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct", True)),
-    ),
 }
+
+# The larger machines are the t4 profile with what they change: the L4 trains in bfloat16 with more memory (and fully
+# fine-tunes the embedding model), a large card also loads in 16-bit, needs no gradient checkpointing and runs a larger
+# chat model. tests/test_profiles.py checks what each one changes.
+PROFILES["l4"] = dataclasses.replace(
+    PROFILES["t4"], name="l4", description="NVIDIA L4, 24 GB, bfloat16 (Colab paid tier)",
+    bf16=True, fp16=False, card_memory_gb=22.5, pretrain_steps=2000, embed_learning_rate=5e-5, embed_lora=False,
+)
+PROFILES["large"] = dataclasses.replace(
+    PROFILES["l4"], name="large", description="A100 / H100 class, 40 GB or more, bfloat16",
+    load_in_4bit=False, gradient_checkpointing=False, card_memory_gb=None,
+    chat_model="HuggingFaceTB/SmolLM2-1.7B-Instruct", pretrain_steps=3000, pretrain_batch_size=128, sft_learning_rate=2e-5,
+)
 
 # A live 90-minute session on Colab T4s (WORKSHOP.md): the t4 settings with smaller models and short runs, so that
 # no training cell takes more than a few minutes. Not picked automatically: set COURSE_PROFILE=workshop.

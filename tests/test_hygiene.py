@@ -110,6 +110,13 @@ def test_training_notebooks_write_their_run_records(path):
             "every resumable training run passes its cost through helpers.training_cost"
 
 
+def test_only_notebook_02_spells_out_the_4bit_config():
+    """02 builds QLoRA's BitsAndBytesConfig field by field (the lesson); the others load with helpers.nf4_config."""
+    for path in NOTEBOOKS + HOMEWORK:
+        code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+        assert ("BitsAndBytesConfig(" in code) == path.name.startswith("02_"), path.name
+
+
 def test_requirements_are_pinned_and_colab_keeps_its_torch():
     for name in ("requirements.txt", "requirements-colab.txt", "requirements-offline.txt"):
         for line in (ROOT / name).read_text().splitlines():

@@ -1,6 +1,8 @@
 """The offline models are the real pretrained ones: they answer and embed like the Hub models do."""
 import pytest
+import torch
 
+import helpers
 from helpers.models import model_path
 
 
@@ -36,3 +38,14 @@ def test_a_hub_only_model_without_the_hub_says_what_to_do():
 
 def test_with_the_hub_the_hub_id_is_used():
     assert model_path("HuggingFaceTB/SmolLM2-135M-Instruct", prefer_hub=True) == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_nf4_config_is_qloras_4bit_loading(dtype):
+    """helpers.nf4_config: the config notebook 02 builds field by field, which the later notebooks load with."""
+    from transformers import BitsAndBytesConfig
+
+    spelled_out = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                     bnb_4bit_compute_dtype=dtype)
+    assert helpers.nf4_config(dtype).to_dict() == spelled_out.to_dict()
+    assert helpers.nf4_config(dtype).bnb_4bit_compute_dtype == dtype

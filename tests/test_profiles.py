@@ -102,3 +102,19 @@ def test_a_t4_run_on_a_larger_gpu_is_capped_at_a_t4s_memory(monkeypatch):
     select_profile("t4", hardware=T4)  # on a T4 itself: no cap
     select_profile("large", hardware=A100)  # a profile sized for the card: no cap
     assert len(caps) == 1
+
+
+def test_larger_machines_are_the_t4_profile_with_what_they_change():
+    """l4 and large are written as what they change from t4 (issue 22): this is that list, so that a change to t4
+    that they should not inherit shows up here."""
+    import dataclasses
+
+    t4 = dataclasses.asdict(PROFILES["t4"])
+    changed = {name: {k for k, v in dataclasses.asdict(PROFILES[name]).items() if t4[k] != v}
+               for name in ("l4", "large")}
+    assert changed["l4"] == {"name", "description", "bf16", "fp16", "card_memory_gb", "pretrain_steps",
+                             "embed_learning_rate", "embed_lora"}
+    assert changed["large"] == {"name", "description", "bf16", "fp16", "card_memory_gb", "pretrain_steps",
+                                "embed_learning_rate", "embed_lora", "load_in_4bit", "gradient_checkpointing",
+                                "chat_model", "pretrain_batch_size", "sft_learning_rate"}
+    assert list(PROFILES)[:4] == ["cpu", "t4", "l4", "large"]

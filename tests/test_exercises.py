@@ -1,0 +1,319 @@
+"""Every exercise checker (helpers/exercises.py) against a right answer, the empty cell a student starts from, and
+typical wrong answers: a right answer passes, the empty cell says "not done yet", a wrong one fails with a message
+that says what differs. The right answers here are the teacher's solutions to the notebooks' exercises."""
+import inspect
+import re
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+import helpers
+from helpers import exercises, nf4
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def not_done(*args, **kwargs):
+    raise NotImplementedError("YOUR CODE HERE")
+
+
+def passes(check, fn, *args, capsys=None, **kwargs):
+    assert check(fn, *args, **kwargs) is True
+    if capsys is not None:
+        assert "correct!" in capsys.readouterr().out
+
+
+def waits(check, *args, capsys, **kwargs):
+    """The empty cell: no error, a "not done yet" that names the function to fill in."""
+    def count_trained_tokens(*a, **k):  # the name the message must show
+        raise NotImplementedError("YOUR CODE HERE")
+    assert check(count_trained_tokens, *args, **kwargs) is False
+    assert re.search(r"Exercise \d: not done yet\. Fill in count_trained_tokens, then re-run this cell\.",
+                     capsys.readouterr().out)
+
+
+# 01 -------------------------------------------------------------------------------------------------------------
+def test_trained_tokens(capsys):
+    dataset = [{"labels": [-100, -100, 5, 6, 7]}, {"labels": [-100, 8, 9]}, {"labels": [1, 2, -100]}]
+    passes(exercises.check_trained_tokens, lambda labels: sum(t != -100 for t in labels), dataset, capsys=capsys)
+    waits(exercises.check_trained_tokens, dataset, capsys=capsys)
+    with pytest.raises(AssertionError, match="example 0: your function says 5, the trainer's labels say 3"):
+        exercises.check_trained_tokens(len, dataset)  # every position, prompt included
+
+
+# 02 -------------------------------------------------------------------------------------------------------------
+def test_lora_param_count(capsys):
+    passes(exercises.check_lora_param_count, lambda d_in, d_out, r: r * (d_in + d_out), capsys=capsys)
+    waits(exercises.check_lora_param_count, capsys=capsys)
+    with pytest.raises(AssertionError, match=r"\(576, 576, r=8\): you say 4608, the layer has 9216"):
+        exercises.check_lora_param_count(lambda d_in, d_out, r: r * d_in)  # A only
+    with pytest.raises(AssertionError, match="the layer has"):
+        exercises.check_lora_param_count(lambda d_in, d_out, r: d_in * d_out + r * (d_in + d_out))  # + the frozen W
+
+
+def test_nf4_round(capsys):
+    def nf4_round(values):
+        codes, absmax = nf4.quantize_nf4(values)
+        return nf4.dequantize_nf4(codes, absmax, values.shape)
+
+    def int4_round(values):  # evenly spaced levels: not NF4
+        codes, absmax = nf4.quantize_blockwise(values, nf4.int4_codebook(), 64)
+        return nf4.dequantize_blockwise(codes, absmax, nf4.int4_codebook(), values.shape, 64)
+
+    # (64,) in, (64,) out, as the exercise asks; bitsandbytes' own dequantize_4bit gives (1, 64) on the CPU, and the
+    # check that sat in notebook 02 compared with that shape: it refused this right answer
+    passes(exercises.check_nf4_round, nf4_round, capsys=capsys)
+    waits(exercises.check_nf4_round, capsys=capsys)
+    with pytest.raises(AssertionError, match="not close"):
+        exercises.check_nf4_round(int4_round)
+    with pytest.raises(AssertionError, match="not close"):
+        exercises.check_nf4_round(lambda values: values)  # no rounding at all
+    with pytest.raises(AssertionError, match=r"return the 64 restored values as \(64,\), not \(2, 32\)"):
+        exercises.check_nf4_round(lambda values: nf4_round(values).view(2, 32))
+
+
+def test_level_usage(capsys):
+    torch.manual_seed(0)
+    weight = torch.randn(64, 128) * 0.02
+
+    def level_usage(w):
+        codes, _ = nf4.quantize_nf4(w)
+        return torch.bincount(codes.flatten().long(), minlength=16).float() / codes.numel()
+
+    passes(exercises.check_level_usage, level_usage, weight, capsys=capsys)
+    waits(exercises.check_level_usage, weight, capsys=capsys)
+    with pytest.raises(AssertionError, match="shares differ from bitsandbytes' codes"):
+        exercises.check_level_usage(lambda w: torch.full((16,), 1 / 16), weight)  # "every level equally often"
+    with pytest.raises(AssertionError, match="the shares should sum to 1"):
+        exercises.check_level_usage(lambda w: level_usage(w) * w.numel(), weight)  # counts, not shares
+    with pytest.raises(AssertionError, match="expected 16 shares"):
+        exercises.check_level_usage(lambda w: level_usage(w)[:15], weight)
+
+
+# 03 -------------------------------------------------------------------------------------------------------------
+def test_fewest_params_within(capsys):
+    table = pd.DataFrame({"held-out loss": [0.50, 0.52, 0.60, 0.90], "trainable params": [900, 300, 50, 10]},
+                         index=["LoRA", "DoRA", "IA3", "prompt tuning"])
+
+    def fewest_params_within(t, tolerance):
+        close = t[t["held-out loss"] <= t["held-out loss"].min() + tolerance]
+        return close["trainable params"].idxmin()
+
+    passes(exercises.check_fewest_params_within, fewest_params_within, table, capsys=capsys)
+    waits(exercises.check_fewest_params_within, table, capsys=capsys)
+    with pytest.raises(AssertionError, match="tolerance 0.05: you say 'LoRA', the table says 'DoRA'"):
+        exercises.check_fewest_params_within(lambda t, tolerance: t["held-out loss"].idxmin(), table)
+    with pytest.raises(AssertionError, match="tolerance 0.0: you say 'prompt tuning', the table says 'LoRA'"):
+        exercises.check_fewest_params_within(lambda t, tolerance: t["trainable params"].idxmin(), table)
+
+
+# 04 -------------------------------------------------------------------------------------------------------------
+def test_truncate_and_normalize(capsys):
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(helpers.model_path("sentence-transformers/all-MiniLM-L6-v2"), device="cpu")
+    texts = ["The Zephy C5 costs 52 euros.", "A red kettle.", "Released in 2020.", "Battery life: 9 hours."]
+    dims = (384, 128, 32)
+    passes(exercises.check_truncate_and_normalize, lambda emb, dim: F.normalize(emb[:, :dim], dim=-1), model, texts,
+           dims, capsys=capsys)
+    waits(exercises.check_truncate_and_normalize, model, texts, dims, capsys=capsys)
+    with pytest.raises(AssertionError, match="not close"):  # truncated, not re-normalized
+        exercises.check_truncate_and_normalize(lambda emb, dim: emb[:, :dim], model, texts, dims)
+    with pytest.raises(AssertionError, match="not close"):  # normalized first, then truncated
+        exercises.check_truncate_and_normalize(lambda emb, dim: F.normalize(emb, dim=-1)[:, :dim], model, texts,
+                                               dims)
+    with pytest.raises(AssertionError, match="dim 128: shape"):
+        exercises.check_truncate_and_normalize(lambda emb, dim: F.normalize(emb, dim=-1), model, texts, dims)
+
+
+# 05 -------------------------------------------------------------------------------------------------------------
+def test_accuracy_by_request(capsys):
+    pairs = helpers.load_course_dataset("preferences")["test"].select(range(40))
+    forms = [helpers.requested_form(p) for p in pairs["prompt"]]
+    assert {"value", "sentence"} <= set(forms), "the check needs both kinds of request"
+
+    def pair_accuracy(model, subset):  # a stand-in judge: prefers the shorter answer
+        right = [len(c[0]["content"]) < len(r[0]["content"]) for c, r in zip(subset["chosen"], subset["rejected"])]
+        return {"accuracy": sum(right) / len(right)}
+
+    def accuracy_by_request(model, subset):
+        return {kind: pair_accuracy(model, subset.filter(lambda p: helpers.requested_form(p["prompt"]) == kind))
+                ["accuracy"] for kind in ("value", "sentence")}
+
+    passes(exercises.check_accuracy_by_request, accuracy_by_request, None, pairs, pair_accuracy, capsys=capsys)
+    waits(exercises.check_accuracy_by_request, None, pairs, pair_accuracy, capsys=capsys)
+    with pytest.raises(AssertionError, match="return a dict with the keys 'value' and 'sentence'"):
+        exercises.check_accuracy_by_request(lambda m, s: pair_accuracy(m, s)["accuracy"], None, pairs, pair_accuracy)
+
+    def by_substring(model, subset):  # the classic misreading: "no sentence" contains "sentence"
+        def kind(p):
+            return "sentence" if "sentence" in p["prompt"][-1]["content"] else "value"
+        return {k: pair_accuracy(model, subset.filter(lambda p: kind(p) == k))["accuracy"]
+                for k in ("value", "sentence")}
+
+    if by_substring(None, pairs) != accuracy_by_request(None, pairs):
+        with pytest.raises(AssertionError, match=r"\(yours, expected\) per request"):
+            exercises.check_accuracy_by_request(by_substring, None, pairs, pair_accuracy)
+
+
+def test_fact_checked_reward(capsys):
+    def fact_checked_reward(scores, answers, facts):
+        return torch.as_tensor(scores) - 5.0 * torch.tensor([fact not in a for a, fact in zip(answers, facts)])
+
+    passes(exercises.check_fact_checked_reward, fact_checked_reward, capsys=capsys)
+    waits(exercises.check_fact_checked_reward, capsys=capsys)
+    with pytest.raises(AssertionError, match="not close"):
+        exercises.check_fact_checked_reward(lambda scores, answers, facts: scores)
+    with pytest.raises(AssertionError, match="not close"):  # a penalty for a missing fact, but the wrong size
+        exercises.check_fact_checked_reward(
+            lambda s, a, f: s - torch.tensor([float(x not in y) for y, x in zip(a, f)]))
+
+
+# 06 -------------------------------------------------------------------------------------------------------------
+def test_implicit_margin(capsys):
+    torch.manual_seed(0)
+    policy = {"chosen": -torch.rand(8) * 20, "rejected": -torch.rand(8) * 20}
+    reference = {"chosen": -torch.rand(8) * 20, "rejected": -torch.rand(8) * 20}
+
+    def implicit_margin(pc, pr, rc, rr, beta):
+        return (beta * ((pc - rc) - (pr - rr))).mean()
+
+    passes(exercises.check_implicit_margin, implicit_margin, policy, reference, 0.1, capsys=capsys)
+    waits(exercises.check_implicit_margin, policy, reference, 0.1, capsys=capsys)
+    with pytest.raises(AssertionError, match="the implicit rewards give"):
+        exercises.check_implicit_margin(lambda pc, pr, rc, rr, beta: ((pc - rc) - (pr - rr)).mean(), policy,
+                                        reference, 0.1)  # beta forgotten
+    with pytest.raises(AssertionError, match="the implicit rewards give"):
+        exercises.check_implicit_margin(lambda pc, pr, rc, rr, beta: (beta * (pc - pr)).mean(), policy, reference,
+                                        0.1)  # the reference forgotten
+
+
+def test_closest_to_reference(capsys):
+    results = {0.1: {"log_ratio_chosen": 0.5, "log_ratio_rejected": -3.0},
+               0.2: {"log_ratio_chosen": -1.0, "log_ratio_rejected": -1.0},
+               0.5: {"log_ratio_chosen": 0.2, "log_ratio_rejected": -2.5}}
+
+    def closest_to_reference(r):
+        return min(r, key=lambda b: abs(r[b]["log_ratio_chosen"]) + abs(r[b]["log_ratio_rejected"]))
+
+    passes(exercises.check_closest_to_reference, closest_to_reference, results, capsys=capsys)
+    waits(exercises.check_closest_to_reference, results, capsys=capsys)
+    with pytest.raises(AssertionError, match="you say beta 0.5, the log-ratios say beta 0.2"):
+        exercises.check_closest_to_reference(lambda r: max(r), results)  # "the largest beta stays closest"
+    with pytest.raises(AssertionError, match="you say beta 0.5, the log-ratios say beta 0.2"):
+        exercises.check_closest_to_reference(  # the chosen answers only
+            lambda r: min(r, key=lambda b: abs(r[b]["log_ratio_chosen"])), results)
+
+
+# 07 -------------------------------------------------------------------------------------------------------------
+def test_log_odds_ratio(capsys):
+    torch.manual_seed(0)
+    chosen, rejected = -torch.rand(8) * 3 - 0.05, -torch.rand(8) * 3 - 0.05  # average log-probabilities (< 0)
+
+    def log_odds_ratio(c, r):
+        return (c - torch.log1p(-c.exp())) - (r - torch.log1p(-r.exp()))
+
+    passes(exercises.check_log_odds_ratio, log_odds_ratio, chosen, rejected, capsys=capsys)
+    waits(exercises.check_log_odds_ratio, chosen, rejected, capsys=capsys)
+    with pytest.raises(AssertionError, match="your log odds ratios differ from losses.orpo_loss's"):
+        exercises.check_log_odds_ratio(lambda c, r: c - r, chosen, rejected)  # log-probability ratio, not odds
+
+
+def test_extra_push_on_rejected(capsys):
+    results = {0.0: {"logp_rejected": -10.0}, 0.5: {"logp_rejected": -12.5}}
+    passes(exercises.check_extra_push_on_rejected, lambda r: r[0.0]["logp_rejected"] - r[0.5]["logp_rejected"],
+           results, 0.5, capsys=capsys)
+    waits(exercises.check_extra_push_on_rejected, results, 0.5, capsys=capsys)
+    with pytest.raises(AssertionError, match="you get -2.500, the table gives 2.500"):
+        exercises.check_extra_push_on_rejected(lambda r: r[0.5]["logp_rejected"] - r[0.0]["logp_rejected"],
+                                               results, 0.5)
+
+
+# 08 -------------------------------------------------------------------------------------------------------------
+def test_exact_reward(capsys):
+    def exact_reward(completions, answer, **kwargs):
+        return [1.0 if re.match(rf"{re.escape(a)}\b", c.strip().rstrip(".").strip(), re.IGNORECASE) else 0.0
+                for c, a in zip(completions, answer)]
+
+    passes(exercises.check_exact_reward, exact_reward, capsys=capsys)
+    waits(exercises.check_exact_reward, capsys=capsys)
+    with pytest.raises(AssertionError, match=r"\('820', 0\.0, 1\.0\)"):  # a prefix, not a whole word
+        exercises.check_exact_reward(lambda completions, answer, **kw: [
+            float(c.strip().lower().startswith(a)) for c, a in zip(completions, answer)])
+    with pytest.raises(AssertionError, match=r"'It costs 82 euros\.', 0\.0, 1\.0"):  # anywhere, not first
+        exercises.check_exact_reward(lambda completions, answer, **kw: [
+            float(a.lower() in c.lower()) for c, a in zip(completions, answer)])
+    with pytest.raises(AssertionError, match="one reward per completion"):
+        exercises.check_exact_reward(lambda completions, answer, **kw: 1.0 * sum(
+            a in c for c, a in zip(completions, answer)) / len(completions) * torch.ones(1))
+
+
+def test_share_of_silent_groups(capsys):
+    advantages = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.2, 0.0, -0.6, -0.6, 0.0, 0.0, 0.0, 0.0])  # G = 4: 2 of 3 silent
+
+    def share_of_silent_groups(adv, group_size):
+        return (adv.view(-1, group_size).abs().amax(dim=1) < 1e-6).float().mean().item()
+
+    passes(exercises.check_share_of_silent_groups, share_of_silent_groups, advantages, 4, capsys=capsys)
+    waits(exercises.check_share_of_silent_groups, advantages, 4, capsys=capsys)
+    with pytest.raises(AssertionError, match="you get 0.750, the advantages give 0.667"):  # zeros, not groups
+        exercises.check_share_of_silent_groups(lambda adv, g: (adv == 0).float().mean().item(), advantages, 4)
+
+
+# 09 -------------------------------------------------------------------------------------------------------------
+def _win_rate(scores, baseline):  # notebook 09's, ties counting half
+    ties = scores == baseline
+    return (((scores > baseline) & ~ties).float() + 0.5 * ties.float()).mean().item()
+
+
+def test_fact_win_rate(capsys):
+    facts = ["52 euros", "red", "2020", "9 hours"]
+    answers = {"start (SFT model)": ["52 euros", "blue", "2021", "9 hours"],
+               "DPO": ["It costs 52 euros.", "red", "2019", "ten hours"],
+               "ORPO": ["52 euros", "Red.", "2020", "9 hours"]}
+
+    def fact_win_rate(method):
+        start = torch.tensor(helpers.correctness_reward(answers["start (SFT model)"], facts))
+        return _win_rate(torch.tensor(helpers.correctness_reward(answers[method], facts)), start)
+
+    passes(exercises.check_fact_win_rate, fact_win_rate, ["DPO", "ORPO"], answers, facts, _win_rate, capsys=capsys)
+    waits(exercises.check_fact_win_rate, ["DPO", "ORPO"], answers, facts, _win_rate, capsys=capsys)
+    with pytest.raises(AssertionError, match="you get .*, expected"):  # ties counted as losses
+        exercises.check_fact_win_rate(
+            lambda m: (torch.tensor(helpers.correctness_reward(answers[m], facts))
+                       > torch.tensor(helpers.correctness_reward(answers["start (SFT model)"], facts))).float()
+            .mean().item(), ["DPO", "ORPO"], answers, facts, _win_rate)
+
+
+def test_score_length_correlation(capsys):
+    answers = {"a": ["one", "one two three", "one two"], "b": ["one two three four", "x", "y z"]}
+    scores = {"a": torch.tensor([0.1, 0.9, 0.4]), "b": torch.tensor([1.5, -0.2, 0.3])}
+
+    def score_length_correlation():
+        s = torch.cat([scores[m] for m in answers])
+        w = torch.tensor([len(a.split()) for m in answers for a in answers[m]], dtype=torch.float)
+        return torch.corrcoef(torch.stack([s, w]))[0, 1].item()
+
+    passes(exercises.check_score_length_correlation, score_length_correlation, scores, answers, capsys=capsys)
+    waits(exercises.check_score_length_correlation, scores, answers, capsys=capsys)
+    with pytest.raises(AssertionError, match="you get .*, expected"):  # characters, not words
+        exercises.check_score_length_correlation(lambda: torch.corrcoef(torch.stack([
+            torch.cat([scores[m] for m in answers]),
+            torch.tensor([len(a) for m in answers for a in answers[m]], dtype=torch.float)]))[0, 1].item(),
+            scores, answers)
+
+
+def test_every_checker_is_tested_and_every_exercise_uses_one():
+    checkers = {name for name, _ in inspect.getmembers(exercises, inspect.isfunction) if name.startswith("check_")}
+    tested = set(re.findall(r"exercises\.(check_\w+)", Path(__file__).read_text()))
+    assert checkers == tested, f"untested: {checkers - tested}; unknown: {tested - checkers}"
+    used = set()
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+        assert "def check_exercise" not in code, f"{path.name}: an exercise checker (and its answer) in the notebook"
+        used |= set(re.findall(r"helpers\.exercises\.(check_\w+)\(", code))
+    assert used == checkers, f"not used by a notebook: {checkers - used}"
