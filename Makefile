@@ -3,7 +3,7 @@
 #   make test     ruff (make lint), helper tests + every notebook under nbval + learning-effect thresholds (cpu
 #                 profile, float32), notebook 01 again in bfloat16 mixed precision with its thresholds, then every
 #                 notebook again in the t4-sim and l4-sim profiles (a T4's and an L4's settings on the CPU, toy sizes)
-# Others: make test-fast (ruff + unit tests, no notebook runs, a few minutes), make lab (JupyterLab on the course,
+# Others: make test-fast (ruff + unit tests, no notebook runs, about a minute), make lab (JupyterLab on the course,
 # with the venv's kernel; LAB_ARGS="--no-browser" on a server), make test-sim (just the -sim profiles), make
 # test-bf16, make bench (course + record runtimes, the roofline and the results into benchmarks/ and the README,
 # and refresh the notebooks' committed outputs), make datasets.

@@ -67,8 +67,9 @@ def check_nf4_round(fn, number: int = 2) -> bool:
     return _correct(number)
 
 
-def check_level_usage(fn, weight, number: int = 3) -> bool:
-    """fn(weight (out, in)) -> (16,) share of its weights quantized to each NF4 level (bitsandbytes' codes)."""
+def check_level_usage(fn, weight, name: str = "the matrix", number: int = 3) -> bool:
+    """fn(weight (out, in)) -> (16,) share of its weights quantized to each NF4 level (bitsandbytes' codes).
+    name: what the weight is, for the message."""
     import bitsandbytes.functional as bnbf
 
     from . import nf4
@@ -85,7 +86,7 @@ def check_level_usage(fn, weight, number: int = 3) -> bool:
                          "index 0..15")
     except NotImplementedError:
         return _not_done(number, fn)
-    return _correct(number, f" the matrix uses its levels {got.min():.1%} to {got.max():.1%} of the time "
+    return _correct(number, f" {name} uses its levels {got.min():.1%} to {got.max():.1%} of the time "
                             "(1/16 = 6.25%).")
 
 

@@ -6,14 +6,18 @@
 Only a cell whose source is unchanged since the run gets outputs (matched by cell id); any other cell is left empty
 and named, so a stale output never sits under new code. Each output is cleaned first:
 - stderr is dropped (warnings, progress bars: they differ from machine to machine and say nothing about the lesson);
-- widgets and HTML progress bars are dropped (GitHub cannot show them), and so are the nbclient timings in the
-  cell metadata;
+- widgets and HTML progress bars are dropped (GitHub cannot show them; of the Trainer's live display the table of
+  logged losses stays), and so are the nbclient timings in the cell metadata;
 - stdout pieces are merged and carriage returns resolved (a line shows what the terminal would show);
 - paths inside this repository are written relative to it; a printed line, or any other output, that still names
   a machine path or an absolute timestamp is dropped and reported.
-The student homework (homework/dpo_orpo.ipynb) is never written: it is made from the solution without outputs.
+An executed copy that stopped at an error, or a run in another profile than cpu, is refused (the committed outputs
+are the cpu profile's, the ones nbval compares). The student homework (homework/dpo_orpo.ipynb) is never written: it
+is made from the solution without outputs.
 """
 
+import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -21,7 +25,8 @@ from pathlib import Path
 import nbformat
 
 ROOT = Path(__file__).resolve().parents[1]
-EXECUTED = ROOT / "runs" / "executed"
+RUNS = Path(os.environ.get("COURSE_RUNS_DIR", ROOT / "runs"))  # as scripts/run_course.py writes them
+EXECUTED = RUNS / "executed"
 SOURCES = [ROOT / "notebooks", ROOT / "homework" / "solution"]
 WIDGET = "application/vnd.jupyter.widget-view+json"
 MACHINE_PATH = re.compile(r"/(root|home|work|tmp|Users|content/drive)/")  # as tests/test_hygiene.py forbids
@@ -30,8 +35,9 @@ TIMESTAMP = re.compile(r"\b20\d\d-[01]\d-[0-3]\d[ T][0-2]\d:[0-5]\d|\b20\d\d[01]
 
 
 def resolve_carriage_returns(text: str) -> str:
-    """What a terminal shows: on each line only the text after its last carriage return."""
-    return "\n".join(line.rsplit("\r", 1)[-1] for line in text.split("\n"))
+    """What a terminal shows: on each line only the text after its last carriage return (a line's own trailing
+    carriage return, as in "\\r\\n", rewrites nothing)."""
+    return "\n".join(line.rstrip("\r").rsplit("\r", 1)[-1] for line in text.split("\n"))
 
 
 def relative_paths(text: str, root: Path = ROOT) -> str:
@@ -43,7 +49,8 @@ def output_text(output) -> str:
         return output.text
     if output.output_type == "error":
         return "\n".join(output.traceback)
-    return "\n".join(value if isinstance(value, str) else "" for value in output.get("data", {}).values())
+    return "\n".join(value for key, value in output.get("data", {}).items()  # a figure's base64 is no text
+                     if isinstance(value, str) and not key.startswith("image/"))
 
 
 def clean_outputs(outputs: list, root: Path = ROOT) -> tuple[list, list[str]]:
@@ -59,8 +66,15 @@ def clean_outputs(outputs: list, root: Path = ROOT) -> tuple[list, list[str]]:
             output = nbformat.v4.new_output("stream", name="stdout", text=output.text)
         elif output.output_type in ("display_data", "execute_result"):
             data = output.get("data", {})
-            if WIDGET in data or "<progress" in str(data.get("text/html", "")):
+            if WIDGET in data:
                 continue
+            html = data.get("text/html", "")
+            html = "".join(html) if isinstance(html, list) else html
+            if "<progress" in html:  # the Trainer's live display: keep its table of logged losses, if it has one
+                table = html[html.find("<table"):] if "<table" in html else ""
+                if not table:
+                    continue
+                output.data["text/html"] = table
         kept.append(output)
     clean = []
     for output in kept:
@@ -89,6 +103,11 @@ def refresh(source: Path, executed: Path, root: Path = ROOT) -> dict:
     """Write the cleaned outputs of `executed` into `source`. Returns {"copied": n, "stale": [...], "dropped": [...]}."""
     nb, done = nbformat.read(source, as_version=4), nbformat.read(executed, as_version=4)
     ran = {cell.id: cell for cell in done.cells if cell.cell_type == "code"}
+    unfinished = [c.id for c in done.cells if c.cell_type == "code" and c.source.strip() and
+                  (c.execution_count is None or any(o.output_type == "error" for o in c.outputs))]
+    if unfinished:  # a run that stopped at an error: its copy would blank every cell after it
+        raise ValueError(f"{executed.name} did not run to the end (cell {unfinished[0]} failed or never ran): run "
+                         "it again before refreshing its outputs")
     report = {"copied": 0, "stale": [], "dropped": []}
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
@@ -102,6 +121,9 @@ def refresh(source: Path, executed: Path, root: Path = ROOT) -> dict:
             continue
         outputs, dropped = clean_outputs(twin.outputs, root)
         report["dropped"] += [f"cell {cell.id}: {line}" for line in dropped]
+        if "# NBVAL_CHECK_OUTPUT" in cell.source and any(o.get("name") == "stderr" for o in twin.outputs):
+            report["dropped"].append(f"cell {cell.id}: stderr of a checked cell (nbval will see it on every run: "
+                                     "silence the warning in the cell)")
         if outputs:
             cell.outputs = outputs
             report["copied"] += 1
@@ -117,11 +139,21 @@ def main() -> int:
     if not runs:
         print("runs/executed/ is empty: run `make bench` (or python scripts/run_course.py) first")
         return 1
+    timing = RUNS / "course_timing.json"
+    profile = json.loads(timing.read_text()).get("profile") if timing.exists() else None
+    if profile != "cpu":  # the committed outputs are the cpu profile's, the one nbval compares
+        print(f"runs/executed/ holds a {profile} run (runs/course_timing.json): the committed outputs are the cpu "
+              "profile's; run `make bench` (COURSE_PROFILE=cpu)")
+        return 1
     for executed in runs:
         sources = [folder / executed.name for folder in SOURCES if (folder / executed.name).exists()]
         if not sources:
             continue
-        report = refresh(sources[0], executed)
+        try:
+            report = refresh(sources[0], executed)
+        except ValueError as error:
+            print(f"{sources[0].relative_to(ROOT)}: not refreshed: {error}")
+            continue
         print(f"{sources[0].relative_to(ROOT)}: {report['copied']} cells with outputs")
         if report["stale"]:
             print(f"  not copied (the cell changed since the run; run the notebook again): {report['stale']}")

@@ -7,7 +7,8 @@
     python scripts/run_course.py --table         # only rewrite the README's tables from benchmarks/*.json
     python scripts/run_course.py --results       # only store runs/*.json's headlines in benchmarks/cpu.json (+ README)
 
-The source notebooks are never written: they keep only the outputs nbval compares (# NBVAL_CHECK_OUTPUT cells).
+The source notebooks are never written here: scripts/refresh_outputs.py copies the executed copies' outputs into them
+(make bench runs both).
 Peak memory is the largest resident memory of the kernel and its children, sampled every 0.2 s. While a notebook
 runs, the cell being run and the time so far are shown (on a terminal in one updating line; in a log, the cells that
 took 10 s or more).
@@ -33,7 +34,7 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # helpers.stats formats the results as the notebooks print them
 NOTEBOOKS = ROOT / "notebooks"
-RUNS = ROOT / "runs"
+RUNS = Path(os.environ.get("COURSE_RUNS_DIR", ROOT / "runs"))  # as helpers.tracking reads it
 BENCHMARKS = ROOT / "benchmarks"
 README = ROOT / "README.md"
 TABLE_START, TABLE_END = "<!-- notebook-table:start -->", "<!-- notebook-table:end -->"
@@ -278,6 +279,9 @@ def collect_results(runs: Path = RUNS) -> list[dict]:
     rows = []
     for notebook, name, keys, what, digits in HEADLINES:
         record = json.loads((runs / f"{name}.json").read_text())
+        if record["profile"] != "cpu":
+            raise ValueError(f"runs/{name}.json comes from the {record['profile']} profile; the README's results "
+                             "are the cpu profile's: run make bench (COURSE_PROFILE=cpu)")
         rows.append({"notebook": notebook, "record": name, "keys": list(keys), **headline(record, keys, what, digits)})
     return rows
 
@@ -292,7 +296,7 @@ def results_section(bench: dict | None = None) -> str:
     shown_before = set()
     for row in bench["results"]:
         run = timing.get(row["notebook"])
-        time_and_memory = ("| |" if row["notebook"] in shown_before  # once per notebook
+        time_and_memory = ("| | |" if row["notebook"] in shown_before  # once per notebook
                            else f"| {cell(run, 'seconds')} | {cell(run, 'peak_memory_mb')} |")
         shown_before.add(row["notebook"])
         lines.append(f"| {row['notebook']} | {row['what']} | {row['before']} | {row['after']} | {row['change']} | "
@@ -330,8 +334,13 @@ def comparison_means(runs: Path = RUNS) -> dict | None:
     if not path.exists():
         return None
     record = json.loads(path.read_text())
+    for method, row in record["table"].items():
+        missing = [column for column in COMPARISON_COLUMNS if column not in row]
+        if missing:
+            raise KeyError(f"09_comparison: {method} has no {missing} (columns: {sorted(row)}): update "
+                           "COMPARISON_COLUMNS")
     return {"n": record["eval_prompts"],
-            "table": {method: {column: row.get(column) for column in COMPARISON_COLUMNS}
+            "table": {method: {column: row[column] for column in COMPARISON_COLUMNS}
                       for method, row in record["table"].items()}}
 
 
@@ -399,7 +408,7 @@ def main():
         if profile == "cpu" and not args.only:  # the README's results: one full run's records, never a mix
             try:
                 summary.update(results=collect_results(), comparison=comparison_means())
-            except (KeyError, OSError) as exc:  # keep the timings; say how to add the results
+            except (KeyError, OSError, ValueError) as exc:  # keep the timings; say how to add the results
                 print(f"results not stored ({exc}): fix HEADLINES, then python scripts/run_course.py --results")
         elif recorded.exists():
             kept = json.loads(recorded.read_text())

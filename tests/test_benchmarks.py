@@ -31,8 +31,10 @@ def test_readme_results_are_what_the_records_give():
     # every notebook that trains something has its headline, and each row is the helper's reading of its record
     assert {row["notebook"] for row in bench["results"]} == {"01", "02", "03", "04", "05", "06", "07", "08"}
     assert bench["comparison"], "notebook 09's table"
-    specs = {(n, name, tuple(keys)): (what, digits) for n, name, keys, what, digits in run_course.HEADLINES}
-    assert [(r["notebook"], r["record"], tuple(r["keys"])) for r in bench["results"]] == list(specs)
+    specs = {(n, name, tuple(keys)): what for n, name, keys, what, digits in run_course.HEADLINES}
+    assert [(r["notebook"], r["record"], tuple(r["keys"])) for r in bench["results"]] == list(specs), \
+        "HEADLINES changed since make bench: run python scripts/run_course.py --results"
+    assert [r["what"] for r in bench["results"]] == list(specs.values())
 
 
 @pytest.mark.notebooks
@@ -40,9 +42,10 @@ def test_a_fresh_run_lands_within_the_recorded_results():
     """The numbers in the README are the course's, not one lucky run: this run's records (make test ran the
     notebooks just before) give each headline within the recorded 95% interval's width of the recorded value."""
     bench = json.loads((ROOT / "benchmarks" / "cpu.json").read_text())
+    specs = {(name, tuple(keys)): (what, digits) for n, name, keys, what, digits in run_course.HEADLINES}
     for row in bench["results"]:
-        what, digits = next((w, d) for n, name, keys, w, d in run_course.HEADLINES
-                            if name == row["record"] and list(keys) == row["keys"])
+        assert (row["record"], tuple(row["keys"])) in specs, f"{row['what']}: no longer in HEADLINES"
+        what, digits = specs[row["record"], tuple(row["keys"])]
         fresh = run_course.headline(record(row["record"]), row["keys"], what, digits)
         low, high = row["ci95"]
         assert fresh["n"] == row["n"], f"{row['what']}: n {fresh['n']} now, {row['n']} recorded"

@@ -84,7 +84,8 @@ def test_level_usage(capsys):
         codes, _ = nf4.quantize_nf4(w)
         return torch.bincount(codes.flatten().long(), minlength=16).float() / codes.numel()
 
-    passes(exercises.check_level_usage, level_usage, weight, capsys=capsys)
+    assert exercises.check_level_usage(level_usage, weight, name="q_proj") is True
+    assert "Exercise 3: correct! q_proj uses its levels" in capsys.readouterr().out
     waits(exercises.check_level_usage, weight, capsys=capsys)
     with pytest.raises(AssertionError, match="shares differ from bitsandbytes' codes"):
         exercises.check_level_usage(lambda w: torch.full((16,), 1 / 16), weight)  # "every level equally often"
@@ -155,9 +156,9 @@ def test_accuracy_by_request(capsys):
         return {k: pair_accuracy(model, subset.filter(lambda p: kind(p) == k))["accuracy"]
                 for k in ("value", "sentence")}
 
-    if by_substring(None, pairs) != accuracy_by_request(None, pairs):
-        with pytest.raises(AssertionError, match=r"\(yours, expected\) per request"):
-            exercises.check_accuracy_by_request(by_substring, None, pairs, pair_accuracy)
+    assert by_substring(None, pairs) != accuracy_by_request(None, pairs), "pick pairs where the misreading shows"
+    with pytest.raises(AssertionError, match=r"\(yours, expected\) per request"):
+        exercises.check_accuracy_by_request(by_substring, None, pairs, pair_accuracy)
 
 
 def test_fact_checked_reward(capsys):

@@ -232,9 +232,12 @@ def test_the_same_grpo_paid_by_the_reward_model_hacks_it(grpo_rm):
     """Notebook 08's control: with the reward model as its reward, GRPO raises the reward model's score and loses the
     facts, as PPO did in notebook 05; with the checker (the same run otherwise) it kept them. Measured on 32 held-out
     prompts: reward-model score +4.6 [4.1, 5.1] from the start, correctness -0.53 [-0.72, -0.31] from the start and
-    -0.53 [-0.72, -0.34] against the checker-paid run."""
+    -0.53 [-0.72, -0.34] against the checker-paid run (an AMD EPYC); +4.39 [3.88, 4.88], -0.66 [-0.81, -0.50] and
+    -0.66 [-0.84, -0.47] on an Intel Xeon. Against the checker-paid run the reward model's score rose on the EPYC but
+    is within noise on the Xeon, +0.37 [-0.01, 0.72]: the checker-paid run raised it too (-4.52 -> -0.50), so only
+    "not lower" is asserted there."""
     from_start, against_checker = grpo_rm["intervals"], grpo_rm["reward_effect"]
     assert from_start["reward-model score"]["change"]["ci95"][0] > 1.0, from_start["reward-model score"]
     assert from_start["correctness"]["change"]["ci95"][1] < -0.15, from_start["correctness"]
     assert against_checker["correctness"]["change"]["ci95"][1] < -0.15, against_checker["correctness"]
-    assert against_checker["reward-model score"]["direction"] == "rose", against_checker["reward-model score"]
+    assert against_checker["reward-model score"]["direction"] != "fell", against_checker["reward-model score"]
