@@ -202,7 +202,8 @@ PROFILES["l4"] = dataclasses.replace(
 PROFILES["large"] = dataclasses.replace(
     PROFILES["l4"], name="large", description="A100 / H100 class, 40 GB or more, bfloat16",
     load_in_4bit=False, gradient_checkpointing=False, card_memory_gb=None,
-    chat_model="HuggingFaceTB/SmolLM2-1.7B-Instruct", pretrain_steps=3000, pretrain_batch_size=128, sft_learning_rate=2e-5,
+    chat_model="HuggingFaceTB/SmolLM2-1.7B-Instruct", pretrain_steps=3000, pretrain_batch_size=128,
+    sft_learning_rate=2e-5,
 )
 
 # A live 90-minute session on Colab T4s (WORKSHOP.md): the t4 settings with smaller models and short runs, so that

@@ -29,7 +29,7 @@ RUNS = Path(os.environ.get("COURSE_RUNS_DIR", ROOT / "runs"))  # as scripts/run_
 EXECUTED = RUNS / "executed"
 SOURCES = [ROOT / "notebooks", ROOT / "homework" / "solution"]
 WIDGET = "application/vnd.jupyter.widget-view+json"
-MACHINE_PATH = re.compile(r"/(root|home|work|tmp|Users|content/drive)/")  # as tests/test_hygiene.py forbids
+MACHINE_PATH = re.compile(r"/(root|home|work|tmp|Users|content/drive)/")  # tests/test_hygiene.py forbids it too
 # 2026-12-05 21:07 or 2026-12-05T21:07:00, and W&B's run folders' 20261205_210700
 TIMESTAMP = re.compile(r"\b20\d\d-[01]\d-[0-3]\d[ T][0-2]\d:[0-5]\d|\b20\d\d[01]\d[0-3]\d_[0-2]\d[0-5]\d[0-5]\d\b")
 

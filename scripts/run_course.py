@@ -63,6 +63,11 @@ def record_prefix(notebook: str) -> str:
     return "homework" if notebook == HOMEWORK_SOLUTION.stem else notebook[:2]
 
 
+def course_order(notebook: str) -> tuple:
+    """Sort key: the notebooks by number, then the homework solution (the order the course runs them in)."""
+    return notebook == HOMEWORK_SOLUTION.stem, notebook
+
+
 def row_label(notebook: str) -> str:
     """The table's first column: the notebook's number, "hw" for the homework solution."""
     return "hw" if notebook == HOMEWORK_SOLUTION.stem else notebook[:2]
@@ -203,7 +208,7 @@ def readme_table() -> str:
     cpu, t4 = read_benchmark("cpu"), read_benchmark("t4")
     rows = ["| # | notebook | topic | profiles | cpu time | cpu peak memory | cpu share of peak | T4 time | "
             "T4 peak memory |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for name in sorted(cpu, key=lambda n: (n == HOMEWORK_SOLUTION.stem, n)):
+    for name in sorted(cpu, key=course_order):
         topic, profiles = CATALOGUE.get(name, ("", ""))
         rows.append(f"| {row_label(name)} | {notebook_link(name)} | {topic} | {profiles} | {cell(cpu[name], 'seconds')} | "
                     f"{cell(cpu[name], 'peak_memory_mb')} | {share(cpu[name])} | {cell(t4.get(name), 'seconds')} | "
@@ -265,8 +270,9 @@ def headline(record: dict, keys, what: str, digits: int = 2) -> dict:
         entry = entry[key]
     before_after = "change" in entry
     change = entry["change"] if before_after else entry
-    # a before/after change rose or fell; a difference between two models is above or below 0
-    reads = ({"holds": "rose", "fails": "fell"} if before_after else {"holds": "> 0", "fails": "< 0"}).get(
+    # a before/after change rose or fell (helpers.stats.before_after's direction); a difference between two models
+    # is above or below 0
+    reads = entry["direction"] if before_after else {"holds": "> 0", "fails": "< 0"}.get(
         verdict(change["ci95"]), "within noise")
     return {"what": what, "before": shown(entry["before"], digits) if "before" in entry else "—",
             "after": shown(entry["after"], digits) if "after" in entry else "—",
@@ -344,6 +350,11 @@ def comparison_means(runs: Path = RUNS) -> dict | None:
                       for method, row in record["table"].items()}}
 
 
+def with_results(bench: dict) -> dict:
+    """bench with the README's results added from runs/: the headlines and 09's comparison."""
+    return {**bench, "results": collect_results(), "comparison": comparison_means()}
+
+
 def write_readme_results() -> None:
     text = README.read_text()
     start, end = text.index(RESULTS_START) + len(RESULTS_START), text.index(RESULTS_END)
@@ -363,9 +374,7 @@ def main():
     profile = os.environ.setdefault("COURSE_PROFILE", "cpu")
     if args.results:
         recorded = BENCHMARKS / "cpu.json"
-        bench = json.loads(recorded.read_text())
-        bench.update(results=collect_results(), comparison=comparison_means())
-        recorded.write_text(json.dumps(bench, indent=2) + "\n")
+        recorded.write_text(json.dumps(with_results(json.loads(recorded.read_text())), indent=2) + "\n")
         args.table = True
     if args.table:
         write_readme_table()
@@ -403,11 +412,11 @@ def main():
         if args.only and recorded.exists():  # re-measured a few notebooks: keep the others' earlier numbers
             fresh = {r["notebook"] for r in results}
             kept = [r for r in json.loads(recorded.read_text())["notebooks"] if r["notebook"] not in fresh]
-            results = sorted(kept + results, key=lambda r: (r["notebook"] == HOMEWORK_SOLUTION.stem, r["notebook"]))
+            results = sorted(kept + results, key=lambda r: course_order(r["notebook"]))
             summary.update(notebooks=results, total_seconds=round(sum(r["seconds"] for r in results), 1))
         if profile == "cpu" and not args.only:  # the README's results: one full run's records, never a mix
             try:
-                summary.update(results=collect_results(), comparison=comparison_means())
+                summary = with_results(summary)
             except (KeyError, OSError, ValueError) as exc:  # keep the timings; say how to add the results
                 print(f"results not stored ({exc}): fix HEADLINES, then python scripts/run_course.py --results")
         elif recorded.exists():
