@@ -19,12 +19,13 @@ SIM_PROFILES := t4-sim l4-sim
 
 install: $(STAMP)
 
-$(STAMP): requirements.txt requirements-colab.txt requirements-offline.txt
+$(STAMP): requirements.txt requirements-colab.txt requirements-offline.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -r requirements.txt
 	$(BIN)/python -m pip install -q --no-deps -r requirements-offline.txt
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 

@@ -1,6 +1,8 @@
 """Thin helpers for the fine-tuning course: profiles, loading, logging, plotting, checks and the small
 from-scratch pieces the notebooks teach. They never hide the library call a notebook is teaching."""
 
+import warnings
+
 from . import embeddings, exercises, lora, losses, memory, nf4, precision, stats
 from .data import check_format, load_course_dataset, wording_overlap
 from .models import check_4bit_support, keep_4bit_trainable_on_cpu, model_path, nf4_config
@@ -11,7 +13,7 @@ from .tasks import (answer_logps, answer_mask, brevity_reward, completion_losses
                     fact_value, form_reward, generate, gold_reward, parse_json_object, per_answer_scores, preference_logps,
                     requested_form, reward_scores)
 from .tracking import (init_wandb, last_checkpoint, measure, memory_mb, oom_advice, read_run, report_to,
-                       trained_adapter, training_cost, write_run)
+                       trained_adapter, training_cost, training_run, write_run)
 from .tracking import StepTimer, median_step_seconds
 
 __all__ = [
@@ -20,5 +22,11 @@ __all__ = [
     "embeddings", "exercises", "extraction_scores", "fact_value", "form_reward", "generate", "gold_reward", "init_wandb", "keep_4bit_trainable_on_cpu", "last_checkpoint",
     "load_course_dataset", "lora", "losses", "measure", "median_step_seconds", "memory", "memory_mb", "model_path", "nf4", "nf4_config", "oom_advice",
     "parse_json_object", "per_answer_scores", "plot_before_after", "precision", "preference_logps", "plot_history", "read_run", "report_to", "requested_form", "reward_scores",
-    "select_profile", "stats", "trained_adapter", "training_cost", "wording_overlap", "write_run",
+    "select_profile", "stats", "trained_adapter", "training_cost", "training_run", "wording_overlap", "write_run",
 ]
+
+# Notices the libraries raise about their own calls, which nothing in a notebook can act on: TRL and peft still use
+# the deprecated gradient-checkpointing names, and ORPOTrainer sets remove_unused_columns itself and says so.
+for _message in (".*gradient_checkpointing.*deprecated", ".*is_gradient_checkpointing.*deprecated",
+                 ".*remove_unused_columns.*"):
+    warnings.filterwarnings("ignore", message=_message)

@@ -1,9 +1,11 @@
 """Measure, log and record runs: W&B without prompts, time and peak memory, the runs/*.json files, resuming.
 
-    run = init_wandb("01-sft", config={...})              # online with a key, offline (under runs/) without
-    with measure(model) as m:                            # wall time, peak memory (GPU, else process RSS), FLOPs
-        trainer.train(resume_from_checkpoint=last_checkpoint(args.output_dir))
-    write_run("01_sft", profile=..., seconds=m.seconds, peak_memory_mb=m.peak_mb, flops=m.flops, ...)
+    with training_run(trainer, profile) as run:  # W&B run, step times, time + memory + FLOPs, OOM advice
+        trainer.train(resume_from_checkpoint=run.resume)  # run.resume: the newest checkpoint, or None
+    write_run("01_sft", profile=profile, model=..., steps=..., cost=run.cost, before=..., after=...)
+
+The pieces, for a loop that is not a Trainer (notebook 05's PPO): init_wandb, last_checkpoint, measure, oom_advice,
+training_cost.
 """
 
 import contextlib
@@ -342,6 +344,54 @@ def write_run(name: str, *, profile, model: str, steps: int, before: dict, after
     path = RUNS / f"{name}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path
+
+
+@dataclass
+class TrainingRun:
+    """What `training_run` hands the block: the checkpoint to resume from, then (after the block) the cost."""
+    resume: str | None = None
+    cost: Measurement | None = None
+    wandb_run: object = None
+
+
+@contextlib.contextmanager
+def training_run(trainer, profile, config: dict | None = None, *, models=(), batch_size: int | None = None,
+                 max_length: int | None = None):
+    """What every training cell repeats around `trainer.train(...)`, in one place:
+
+        with helpers.training_run(trainer, profile, config={"beta": beta}) as run:
+            trainer.train(resume_from_checkpoint=run.resume)
+        cost = run.cost
+
+    Before the block: a W&B run named `trainer.args.run_name` (config: the profile's name and `config`; offline
+    without a key, see `init_wandb`), a `StepTimer` on the trainer, and `run.resume`, the newest checkpoint in
+    `trainer.args.output_dir` (`last_checkpoint`). During it: time, peak memory and the FLOPs of the trainer's model
+    and of `models` (a reward model the rewards call, ...; see `measure`), and a CUDA out-of-memory error turned into
+    advice (`oom_advice`; batch size and length default to the trainer's). After it: `run.cost`, what this training
+    cost over all its sessions (`training_cost`: a rerun that resumes from the final checkpoint records the first
+    session's cost). The trainer is built and `.train` called in the notebook.
+
+    The W&B run stays open, so that an evaluation after training (`trainer.evaluate()`) logs into it: the next
+    `training_run` (or `init_wandb`) ends it, and `wandb.finish()` ends the last one. If the block fails, it ends.
+    """
+    args = trainer.args
+    run = TrainingRun()
+    run.wandb_run = init_wandb(args.run_name or Path(args.output_dir).name,
+                               config={"profile": profile.name, **(config or {})})
+    trainer.add_callback(timer := StepTimer())
+    run.resume = last_checkpoint(args.output_dir)
+    batch_size = batch_size or args.per_device_train_batch_size
+    max_length = max_length if max_length is not None else getattr(args, "max_length", None)
+    try:
+        with measure(trainer.model, *models) as cost, oom_advice(profile, batch_size, max_length):
+            yield run
+    except BaseException:
+        if run.wandb_run is not None:
+            run.wandb_run.finish()
+        raise
+    finally:
+        trainer.remove_callback(timer)
+    run.cost = training_cost(cost, args.output_dir, run.resume, trainer.state.global_step, timer.seconds)
 
 
 def in_colab() -> bool:

@@ -32,7 +32,6 @@ import psutil
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # helpers.stats formats the results as the notebooks print them
 NOTEBOOKS = ROOT / "notebooks"
 RUNS = Path(os.environ.get("COURSE_RUNS_DIR", ROOT / "runs"))  # as helpers.tracking reads it
 BENCHMARKS = ROOT / "benchmarks"

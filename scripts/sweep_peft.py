@@ -18,13 +18,11 @@ import argparse
 import copy
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed  # noqa: E402

@@ -17,11 +17,9 @@ DPO).
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 from peft import LoraConfig  # noqa: E402

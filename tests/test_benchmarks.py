@@ -137,3 +137,51 @@ def test_course_progress_shows_the_running_cell_and_where_the_time_went():
     shown = terminal.getvalue()
     assert "cell 1/2: import time" in shown and "cell 2/2: x = 1" in shown and "\n" not in shown
     assert shown.endswith("\r\033[K")
+
+
+def _minutes(text: str) -> float:
+    """'~3 min', '~1.5 min (estimate)', '~2 × 60 min (estimate)', '2.6 min' -> minutes (the product for 'a × b')."""
+    found = re.match(r"~?\s*(?:(\d+(?:\.\d+)?)\s*×\s*)?(\d+(?:\.\d+)?)\s*min", text.strip())
+    assert found, f"no time in {text!r}"
+    return float(found.group(1) or 1) * float(found.group(2))
+
+
+def _close(stated: float, measured: float) -> bool:
+    """A time written by hand against the last make bench: within a minute or a quarter (timings vary ±15%)."""
+    return abs(stated - measured) <= max(1.0, 0.25 * measured)
+
+
+def _bench_minutes(profile: str) -> dict:
+    rows = json.loads((ROOT / "benchmarks" / f"{profile}.json").read_text())["notebooks"]
+    return {row["notebook"]: (row["seconds"] / 60, row.get("estimate", False)) for row in rows}
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")), ids=lambda p: p.stem[:2])
+def test_each_notebooks_hardware_table_states_the_benchmarked_times(path):
+    """Issue 22: the 'Hardware and time' table of a notebook says what benchmarks/ holds: the cpu time of the last
+    make bench (within a minute or 25%), the GPU profiles' estimates exactly."""
+    cells = nbformat.read(path, as_version=4).cells
+    table = next(c.source for c in cells if c.cell_type == "markdown" and "**Hardware and time**" in c.source)
+    for profile in ("cpu", "t4", "l4"):
+        row = next(line for line in table.splitlines() if line.startswith(f"| `{profile}` |"))
+        stated = _minutes(row.rstrip(" |").rsplit("|", 1)[-1])
+        minutes, estimate = _bench_minutes(profile)[path.stem]
+        if estimate:
+            assert "(estimate)" in row and stated == pytest.approx(minutes), \
+                f"{path.stem}, {profile}: {stated} min here, {minutes:.1f} in benchmarks/{profile}.json"
+        else:
+            assert _close(stated, minutes), \
+                f"{path.stem}, {profile}: ~{stated:g} min here, {minutes:.1f} min measured (benchmarks/{profile}.json)"
+
+
+def test_the_workshop_time_table_states_the_benchmarked_times():
+    text = (ROOT / "WORKSHOP.md").read_text()
+    rows = [line for line in text.split("## Time per notebook and profile")[1].splitlines()
+            if re.match(r"\| \d\d ", line)]
+    cpu, t4 = _bench_minutes("cpu"), _bench_minutes("t4")
+    assert len(rows) == 9, "one row per notebook"
+    for line in rows:
+        number, cpu_cell, _, t4_cell = [cell.strip() for cell in line.strip("| ").split("|")]
+        notebook = next(name for name in cpu if name.startswith(number[:2]))
+        assert _close(_minutes(cpu_cell), cpu[notebook][0]), f"WORKSHOP.md, {number}: cpu {cpu_cell}"
+        assert _minutes(t4_cell) == pytest.approx(t4[notebook][0]), f"WORKSHOP.md, {number}: t4 {t4_cell}"

@@ -1,8 +1,13 @@
 """Every exercise checker (helpers/exercises.py) against a right answer, the empty cell a student starts from, and
 typical wrong answers: a right answer passes, the empty cell says "not done yet", a wrong one fails with a message
-that says what differs. The right answers here are the teacher's solutions to the notebooks' exercises."""
+that says what differs. The right answers are the teacher's solutions (teacher/solutions.py), which
+scripts/make_teacher.py also pastes into the teacher's notebooks (teacher/NN_*.ipynb)."""
+import ast
+import builtins
 import inspect
 import re
+import sys
+from types import SimpleNamespace
 from pathlib import Path
 
 import nbformat
@@ -15,6 +20,11 @@ import helpers
 from helpers import exercises, nf4
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import make_teacher  # noqa: E402
+
+solutions = make_teacher.solutions()  # teacher/solutions.py: the right answers, one source for tests and notebooks
+solution = solutions.solution
 
 
 def not_done(*args, **kwargs):
@@ -39,7 +49,7 @@ def waits(check, *args, capsys, **kwargs):
 # 01 -------------------------------------------------------------------------------------------------------------
 def test_trained_tokens(capsys):
     dataset = [{"labels": [-100, -100, 5, 6, 7]}, {"labels": [-100, 8, 9]}, {"labels": [1, 2, -100]}]
-    passes(exercises.check_trained_tokens, lambda labels: sum(t != -100 for t in labels), dataset, capsys=capsys)
+    passes(exercises.check_trained_tokens, solution("count_trained_tokens"), dataset, capsys=capsys)
     waits(exercises.check_trained_tokens, dataset, capsys=capsys)
     with pytest.raises(AssertionError, match="example 0: your function says 5, the trainer's labels say 3"):
         exercises.check_trained_tokens(len, dataset)  # every position, prompt included
@@ -47,7 +57,7 @@ def test_trained_tokens(capsys):
 
 # 02 -------------------------------------------------------------------------------------------------------------
 def test_lora_param_count(capsys):
-    passes(exercises.check_lora_param_count, lambda d_in, d_out, r: r * (d_in + d_out), capsys=capsys)
+    passes(exercises.check_lora_param_count, solution("lora_param_count"), capsys=capsys)
     waits(exercises.check_lora_param_count, capsys=capsys)
     with pytest.raises(AssertionError, match=r"\(576, 576, r=8\): you say 4608, the layer has 9216"):
         exercises.check_lora_param_count(lambda d_in, d_out, r: r * d_in)  # A only
@@ -56,9 +66,7 @@ def test_lora_param_count(capsys):
 
 
 def test_nf4_round(capsys):
-    def nf4_round(values):
-        codes, absmax = nf4.quantize_nf4(values)
-        return nf4.dequantize_nf4(codes, absmax, values.shape)
+    nf4_round = solution("nf4_round")
 
     def int4_round(values):  # evenly spaced levels: not NF4
         codes, absmax = nf4.quantize_blockwise(values, nf4.int4_codebook(), 64)
@@ -80,9 +88,7 @@ def test_level_usage(capsys):
     torch.manual_seed(0)
     weight = torch.randn(64, 128) * 0.02
 
-    def level_usage(w):
-        codes, _ = nf4.quantize_nf4(w)
-        return torch.bincount(codes.flatten().long(), minlength=16).float() / codes.numel()
+    level_usage = solution("level_usage")
 
     assert exercises.check_level_usage(level_usage, weight, name="q_proj") is True
     assert "Exercise 3: correct! q_proj uses its levels" in capsys.readouterr().out
@@ -100,11 +106,7 @@ def test_fewest_params_within(capsys):
     table = pd.DataFrame({"held-out loss": [0.50, 0.52, 0.60, 0.90], "trainable params": [900, 300, 50, 10]},
                          index=["LoRA", "DoRA", "IA3", "prompt tuning"])
 
-    def fewest_params_within(t, tolerance):
-        close = t[t["held-out loss"] <= t["held-out loss"].min() + tolerance]
-        return close["trainable params"].idxmin()
-
-    passes(exercises.check_fewest_params_within, fewest_params_within, table, capsys=capsys)
+    passes(exercises.check_fewest_params_within, solution("fewest_params_within"), table, capsys=capsys)
     waits(exercises.check_fewest_params_within, table, capsys=capsys)
     with pytest.raises(AssertionError, match="tolerance 0.05: you say 'LoRA', the table says 'DoRA'"):
         exercises.check_fewest_params_within(lambda t, tolerance: t["held-out loss"].idxmin(), table)
@@ -119,8 +121,8 @@ def test_truncate_and_normalize(capsys):
     model = SentenceTransformer(helpers.model_path("sentence-transformers/all-MiniLM-L6-v2"), device="cpu")
     texts = ["The Zephy C5 costs 52 euros.", "A red kettle.", "Released in 2020.", "Battery life: 9 hours."]
     dims = (384, 128, 32)
-    passes(exercises.check_truncate_and_normalize, lambda emb, dim: F.normalize(emb[:, :dim], dim=-1), model, texts,
-           dims, capsys=capsys)
+    passes(exercises.check_truncate_and_normalize, solution("truncate_and_normalize"), model, texts, dims,
+           capsys=capsys)
     waits(exercises.check_truncate_and_normalize, model, texts, dims, capsys=capsys)
     with pytest.raises(AssertionError, match="not close"):  # truncated, not re-normalized
         exercises.check_truncate_and_normalize(lambda emb, dim: emb[:, :dim], model, texts, dims)
@@ -141,9 +143,7 @@ def test_accuracy_by_request(capsys):
         right = [len(c[0]["content"]) < len(r[0]["content"]) for c, r in zip(subset["chosen"], subset["rejected"])]
         return {"accuracy": sum(right) / len(right)}
 
-    def accuracy_by_request(model, subset):
-        return {kind: pair_accuracy(model, subset.filter(lambda p: helpers.requested_form(p["prompt"]) == kind))
-                ["accuracy"] for kind in ("value", "sentence")}
+    accuracy_by_request = solution("accuracy_by_request", pair_accuracy=pair_accuracy)
 
     passes(exercises.check_accuracy_by_request, accuracy_by_request, None, pairs, pair_accuracy, capsys=capsys)
     waits(exercises.check_accuracy_by_request, None, pairs, pair_accuracy, capsys=capsys)
@@ -162,10 +162,7 @@ def test_accuracy_by_request(capsys):
 
 
 def test_fact_checked_reward(capsys):
-    def fact_checked_reward(scores, answers, facts):
-        return torch.as_tensor(scores) - 5.0 * torch.tensor([fact not in a for a, fact in zip(answers, facts)])
-
-    passes(exercises.check_fact_checked_reward, fact_checked_reward, capsys=capsys)
+    passes(exercises.check_fact_checked_reward, solution("fact_checked_reward"), capsys=capsys)
     waits(exercises.check_fact_checked_reward, capsys=capsys)
     with pytest.raises(AssertionError, match="not close"):
         exercises.check_fact_checked_reward(lambda scores, answers, facts: scores)
@@ -180,10 +177,7 @@ def test_implicit_margin(capsys):
     policy = {"chosen": -torch.rand(8) * 20, "rejected": -torch.rand(8) * 20}
     reference = {"chosen": -torch.rand(8) * 20, "rejected": -torch.rand(8) * 20}
 
-    def implicit_margin(pc, pr, rc, rr, beta):
-        return (beta * ((pc - rc) - (pr - rr))).mean()
-
-    passes(exercises.check_implicit_margin, implicit_margin, policy, reference, 0.1, capsys=capsys)
+    passes(exercises.check_implicit_margin, solution("implicit_margin"), policy, reference, 0.1, capsys=capsys)
     waits(exercises.check_implicit_margin, policy, reference, 0.1, capsys=capsys)
     with pytest.raises(AssertionError, match="the implicit rewards give"):
         exercises.check_implicit_margin(lambda pc, pr, rc, rr, beta: ((pc - rc) - (pr - rr)).mean(), policy,
@@ -198,10 +192,7 @@ def test_closest_to_reference(capsys):
                0.2: {"log_ratio_chosen": -1.0, "log_ratio_rejected": -1.0},
                0.5: {"log_ratio_chosen": 0.2, "log_ratio_rejected": -2.5}}
 
-    def closest_to_reference(r):
-        return min(r, key=lambda b: abs(r[b]["log_ratio_chosen"]) + abs(r[b]["log_ratio_rejected"]))
-
-    passes(exercises.check_closest_to_reference, closest_to_reference, results, capsys=capsys)
+    passes(exercises.check_closest_to_reference, solution("closest_to_reference"), results, capsys=capsys)
     waits(exercises.check_closest_to_reference, results, capsys=capsys)
     with pytest.raises(AssertionError, match="you say beta 0.5, the log-ratios say beta 0.2"):
         exercises.check_closest_to_reference(lambda r: max(r), results)  # "the largest beta stays closest"
@@ -215,10 +206,7 @@ def test_log_odds_ratio(capsys):
     torch.manual_seed(0)
     chosen, rejected = -torch.rand(8) * 3 - 0.05, -torch.rand(8) * 3 - 0.05  # average log-probabilities (< 0)
 
-    def log_odds_ratio(c, r):
-        return (c - torch.log1p(-c.exp())) - (r - torch.log1p(-r.exp()))
-
-    passes(exercises.check_log_odds_ratio, log_odds_ratio, chosen, rejected, capsys=capsys)
+    passes(exercises.check_log_odds_ratio, solution("log_odds_ratio"), chosen, rejected, capsys=capsys)
     waits(exercises.check_log_odds_ratio, chosen, rejected, capsys=capsys)
     with pytest.raises(AssertionError, match="your log odds ratios differ from losses.orpo_loss's"):
         exercises.check_log_odds_ratio(lambda c, r: c - r, chosen, rejected)  # log-probability ratio, not odds
@@ -226,8 +214,8 @@ def test_log_odds_ratio(capsys):
 
 def test_extra_push_on_rejected(capsys):
     results = {0.0: {"logp_rejected": -10.0}, 0.5: {"logp_rejected": -12.5}}
-    passes(exercises.check_extra_push_on_rejected, lambda r: r[0.0]["logp_rejected"] - r[0.5]["logp_rejected"],
-           results, 0.5, capsys=capsys)
+    passes(exercises.check_extra_push_on_rejected,
+           solution("extra_push_on_rejected", profile=SimpleNamespace(orpo_beta=0.5)), results, 0.5, capsys=capsys)
     waits(exercises.check_extra_push_on_rejected, results, 0.5, capsys=capsys)
     with pytest.raises(AssertionError, match="you get -2.500, the table gives 2.500"):
         exercises.check_extra_push_on_rejected(lambda r: r[0.5]["logp_rejected"] - r[0.0]["logp_rejected"],
@@ -236,11 +224,7 @@ def test_extra_push_on_rejected(capsys):
 
 # 08 -------------------------------------------------------------------------------------------------------------
 def test_exact_reward(capsys):
-    def exact_reward(completions, answer, **kwargs):
-        return [1.0 if re.match(rf"{re.escape(a)}\b", c.strip().rstrip(".").strip(), re.IGNORECASE) else 0.0
-                for c, a in zip(completions, answer)]
-
-    passes(exercises.check_exact_reward, exact_reward, capsys=capsys)
+    passes(exercises.check_exact_reward, solution("exact_reward"), capsys=capsys)
     waits(exercises.check_exact_reward, capsys=capsys)
     with pytest.raises(AssertionError, match=r"\('820', 0\.0, 1\.0\)"):  # a prefix, not a whole word
         exercises.check_exact_reward(lambda completions, answer, **kw: [
@@ -256,10 +240,7 @@ def test_exact_reward(capsys):
 def test_share_of_silent_groups(capsys):
     advantages = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.2, 0.0, -0.6, -0.6, 0.0, 0.0, 0.0, 0.0])  # G = 4: 2 of 3 silent
 
-    def share_of_silent_groups(adv, group_size):
-        return (adv.view(-1, group_size).abs().amax(dim=1) < 1e-6).float().mean().item()
-
-    passes(exercises.check_share_of_silent_groups, share_of_silent_groups, advantages, 4, capsys=capsys)
+    passes(exercises.check_share_of_silent_groups, solution("share_of_silent_groups"), advantages, 4, capsys=capsys)
     waits(exercises.check_share_of_silent_groups, advantages, 4, capsys=capsys)
     with pytest.raises(AssertionError, match="you get 0.750, the advantages give 0.667"):  # zeros, not groups
         exercises.check_share_of_silent_groups(lambda adv, g: (adv == 0).float().mean().item(), advantages, 4)
@@ -277,10 +258,7 @@ def test_fact_win_rate(capsys):
                "DPO": ["It costs 52 euros.", "red", "2019", "ten hours"],
                "ORPO": ["52 euros", "Red.", "2020", "9 hours"]}
 
-    def fact_win_rate(method):
-        start = torch.tensor(helpers.correctness_reward(answers["start (SFT model)"], facts))
-        return _win_rate(torch.tensor(helpers.correctness_reward(answers[method], facts)), start)
-
+    fact_win_rate = solution("fact_win_rate", answers=answers, facts=facts, win_rate=_win_rate)
     passes(exercises.check_fact_win_rate, fact_win_rate, ["DPO", "ORPO"], answers, facts, _win_rate, capsys=capsys)
     waits(exercises.check_fact_win_rate, ["DPO", "ORPO"], answers, facts, _win_rate, capsys=capsys)
     with pytest.raises(AssertionError, match="you get .*, expected"):  # ties counted as losses
@@ -294,11 +272,8 @@ def test_score_length_correlation(capsys):
     answers = {"a": ["one", "one two three", "one two"], "b": ["one two three four", "x", "y z"]}
     scores = {"a": torch.tensor([0.1, 0.9, 0.4]), "b": torch.tensor([1.5, -0.2, 0.3])}
 
-    def score_length_correlation():
-        s = torch.cat([scores[m] for m in answers])
-        w = torch.tensor([len(a.split()) for m in answers for a in answers[m]], dtype=torch.float)
-        return torch.corrcoef(torch.stack([s, w]))[0, 1].item()
-
+    score_length_correlation = solution("score_length_correlation", answers=answers,
+                                        per_prompt={m: {"scores": v} for m, v in scores.items()})
     passes(exercises.check_score_length_correlation, score_length_correlation, scores, answers, capsys=capsys)
     waits(exercises.check_score_length_correlation, scores, answers, capsys=capsys)
     with pytest.raises(AssertionError, match="you get .*, expected"):  # characters, not words
@@ -318,3 +293,63 @@ def test_every_checker_is_tested_and_every_exercise_uses_one():
         assert "def check_exercise" not in code, f"{path.name}: an exercise checker (and its answer) in the notebook"
         used |= set(re.findall(r"helpers\.exercises\.(check_\w+)\(", code))
     assert used == checkers, f"not used by a notebook: {checkers - used}"
+
+
+def _notebook_code(path):
+    """(code of the cells before each exercise, exercise names) for each exercise cell of a notebook."""
+    cells, seen = [], []
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type != "code":
+            continue
+        code = re.sub(r"^(\s*)[!%].*$", r"\1pass", cell.source, flags=re.M)  # IPython's ! and % lines
+        if names := make_teacher.exercises(cell.source):
+            cells.append(("\n".join(seen), names))
+        seen.append(code)
+    return cells
+
+
+def _defined(code: str) -> set:
+    """Every name a piece of code binds at any level (assignments, defs, imports, loop targets)."""
+    names = set()
+    for node in ast.walk(ast.parse(code)):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return names
+
+
+def _free_names(fn) -> set:
+    """The names a solution reads that neither it nor Python defines: its notebook's globals and imports."""
+    tree = ast.parse(inspect.getsource(fn).split("\n", 1)[1])  # without the @solves line
+    local = {a.arg for node in ast.walk(tree) if isinstance(node, ast.arguments)
+             for a in node.args + node.kwonlyargs + [node.vararg, node.kwarg] if a is not None}
+    read = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    return read - local - _defined(ast.unparse(tree)) - set(dir(builtins))
+
+
+def test_every_exercise_has_its_solution_and_the_teacher_notebooks_are_current():
+    """Issue 22: a teacher version of each notebook's exercises. Each exercise function in a notebook has a solution
+    of the same name and signature; what a solution takes from its notebook is defined there before the exercise;
+    teacher/NN_*.ipynb are what scripts/make_teacher.py makes now."""
+    solved = set()
+    for path in sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        for before, names in _notebook_code(path):
+            for name in names:
+                assert solutions.NOTEBOOK.get(name) == path.name[:2], f"{path.name}: no solution for {name}()"
+                missing = _free_names(getattr(solutions, name)) - _defined(before)
+                assert not missing, f"{name}() uses {missing}, which {path.name} does not define before it"
+                solved.add(name)
+        teacher = ROOT / "teacher" / path.name
+        assert teacher.read_text() == nbformat.writes(make_teacher.teacher_notebook(path)) + "\n", \
+            f"teacher/{path.name} is out of date: python scripts/make_teacher.py"
+        assert "YOUR CODE HERE" not in teacher.read_text()
+    assert solved == set(solutions.NOTEBOOK), f"solutions without an exercise: {set(solutions.NOTEBOOK) - solved}"
+
+
+def test_a_solution_with_another_signature_is_refused():
+    cell = 'def nf4_round(values, blocksize):\n    raise NotImplementedError("YOUR CODE HERE")\n'
+    with pytest.raises(ValueError, match="nf4_round: the notebook's signature"):
+        make_teacher.solved(cell)

@@ -189,3 +189,60 @@ def test_step_timer_times_each_step_and_the_median_leaves_first_steps_and_saves_
     rerun = tracking.training_cost(tracking.Measurement(seconds=0.1, peak_mb=1.0), tmp_path / "tiny",
                                    str(tmp_path / "tiny" / "checkpoint-4"), 4, [])
     assert tracking.median_step_seconds(rerun) == 0.2  # the first session's steps, kept next to the checkpoints
+
+
+def test_training_run_times_resumes_records_the_cost_and_finishes_wandb(tmp_path, monkeypatch):
+    """helpers.training_run: what every training cell repeated (W&B run, step timer, resume, measure, OOM advice,
+    training_cost, wandb.finish) around the notebook's own trainer.train call."""
+    from transformers import Trainer, TrainingArguments
+
+    class Tiny(torch.nn.Module):  # token embeddings: measure() counts FLOPs from the tokens that go through them
+        def __init__(self):
+            super().__init__()
+            self.embed, self.head = torch.nn.Embedding(10, 4), torch.nn.Linear(4, 1)
+
+        def forward(self, input_ids, labels=None):
+            out = self.head(self.embed(input_ids)).mean(dim=(1, 2))
+            return {"loss": ((out - labels) ** 2).mean(), "logits": out}
+
+    started = []
+
+    class FakeRun:
+        finished = False
+
+        def finish(self):
+            self.finished = True
+
+    def fake_init(name, config=None):
+        started.append((name, config, FakeRun()))
+        return started[-1][2]
+
+    monkeypatch.setattr(tracking, "init_wandb", fake_init)
+    data = [{"input_ids": torch.tensor([1, 2, 3]), "labels": torch.tensor(1.0)} for _ in range(8)]
+
+    def make_trainer():
+        args = TrainingArguments(output_dir=str(tmp_path / "tiny"), max_steps=4, per_device_train_batch_size=2,
+                                 save_steps=4, report_to="none", use_cpu=True, run_name="tiny-run")
+        return Trainer(model=Tiny(), args=args, train_dataset=data)
+
+    trainer = make_trainer()
+    with tracking.training_run(trainer, PROFILES["cpu"], config={"lr": 0.1}) as run:
+        assert run.resume is None and run.cost is None
+        trainer.train(resume_from_checkpoint=run.resume)
+    assert started[0][:2] == ("tiny-run", {"profile": "cpu", "lr": 0.1})
+    assert not started[0][2].finished  # open: an evaluation after training logs into the same run
+    assert run.cost.seconds > 0 and run.cost.steps_this_session == 4 and len(run.cost.step_seconds) == 3
+    assert run.cost.flops == 8 * 3 * (4 * 4 + 2 * 4)  # 8 examples x 3 tokens x (4N + 2 trainable), N = 4 x 1
+    assert not any(isinstance(c, tracking.StepTimer) for c in trainer.callback_handler.callbacks)
+
+    again = make_trainer()  # a rerun: resumes from the final checkpoint, trains nothing, records the first session
+    with tracking.training_run(again, PROFILES["cpu"]) as rerun:
+        again.train(resume_from_checkpoint=rerun.resume)
+    assert rerun.resume.endswith("checkpoint-4") and rerun.cost.resumed and rerun.cost.steps_this_session == 0
+    assert rerun.cost.seconds == pytest.approx(run.cost.seconds, abs=0.01)
+
+    oom = make_trainer()
+    with pytest.raises(RuntimeError, match=r"per_device_train_batch_size \(now 2\)"):
+        with tracking.training_run(oom, PROFILES["t4"]):
+            raise torch.OutOfMemoryError("CUDA out of memory")
+    assert started[-1][2].finished  # a run whose training failed ends
