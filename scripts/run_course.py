@@ -20,6 +20,7 @@ the same run (runs/machine.json, deleted first so that it is fresh). The benchma
 
 import argparse
 import json
+import re
 import os
 import platform
 import sys
@@ -39,22 +40,27 @@ README = ROOT / "README.md"
 TABLE_START, TABLE_END = "<!-- notebook-table:start -->", "<!-- notebook-table:end -->"
 RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
 
-# What the README's table says about each notebook, besides the measured numbers.
-CATALOGUE = {
-    "01_pretraining_vs_sft": ("Pre-training vs supervised fine-tuning", "cpu, t4, l4, large"),
-    "02_lora_qlora": ("LoRA and QLoRA: from scratch, NF4, memory, a QLoRA run", "cpu, t4, l4, large"),
-    "03_peft_methods": ("LoRA, DoRA, IA3, prompt and prefix tuning compared; full, top-block and head-only "
-                        "fine-tuning, and what each forgets", "cpu, t4, l4, large"),
-    "04_matryoshka_embeddings": ("Embedding fine-tuning with Matryoshka loss", "cpu, t4, l4, large"),
-    "05_reward_model_ppo": ("A reward model, then PPO against it (reward hacking)", "cpu, t4, l4, large"),
-    "06_dpo": ("DPO from scratch and with TRL, a beta sweep", "cpu, t4, l4, large"),
-    "07_orpo": ("ORPO (no reference model) vs DPO, with an SFT-only control", "cpu, t4, l4, large"),
-    "08_grpo": ("GRPO with verifiable rewards (correctness + format)", "cpu, t4, l4, large"),
-    "09_comparison": ("SFT, DPO, ORPO, PPO and GRPO compared: a proxy and a gold judge, with intervals",
-                      "cpu, t4, l4, large"),
-    "dpo_orpo_solution": ("Homework solution: DPO vs ORPO on a new preference set", "cpu, t4, l4, large"),
-}
 HOMEWORK_SOLUTION = ROOT / "homework" / "solution" / "dpo_orpo_solution.ipynb"
+DEFAULT_PROFILES = "cpu, t4, l4, large"
+
+
+def course_notebooks() -> list[Path]:
+    """The notebooks the course runs, in order: notebooks/NN_*.ipynb, then the homework's solution."""
+    return sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")) + [HOMEWORK_SOLUTION]
+
+
+def course_metadata(path: Path) -> dict:
+    """What a notebook says about itself in its metadata "course" (edit it in the notebook's JSON, or in Jupyter:
+    Edit > Notebook metadata): "topic" (the README's table), "records" (the runs/*.json it writes), "needs" (other
+    notebooks' records, and the adapters saved beside them, that it reads), "headlines" (its rows in the README's
+    Results: [record, [keys to a helpers.stats interval in it], what it measures, digits, optionally what the
+    interval must read: "rose", "fell", "> 0" or "< 0"]), "profiles" (optional, default DEFAULT_PROFILES)."""
+    return json.loads(path.read_text())["metadata"].get("course", {})
+
+
+# What the README's table says about each notebook besides the measured numbers: {notebook: (topic, profiles)}.
+CATALOGUE = {path.stem: (meta.get("topic", ""), meta.get("profiles", DEFAULT_PROFILES))
+             for path in course_notebooks() for meta in [course_metadata(path)]}
 
 
 def record_prefix(notebook: str) -> str:
@@ -225,36 +231,59 @@ def readme_table() -> str:
             f"{peak_note} T4: {t4_note}.")
 
 
+def minutes(text: str) -> float:
+    """'~3 min', '~1.5 min (estimate)', '~2 × 60 min (estimate)', '2.6 min' -> minutes (the product for 'a × b')."""
+    found = re.match(r"~?\s*(?:(\d+(?:\.\d+)?)\s*×\s*)?(\d+(?:\.\d+)?)\s*min", text.strip())
+    if not found:
+        raise ValueError(f"no time in {text!r}: write it as '~N min'")
+    return float(found.group(1) or 1) * float(found.group(2))
+
+
+def stated_time(path: Path, profile: str) -> tuple[float, str]:
+    """(minutes, row) of a profile in a notebook's "Hardware and time" table; its last column is the time."""
+    cells = json.loads(path.read_text())["cells"]
+    table = next("".join(c["source"]) for c in cells
+                 if c["cell_type"] == "markdown" and "**Hardware and time**" in "".join(c["source"]))
+    row = next(line for line in table.splitlines() if line.startswith(f"| `{profile}` |"))
+    return minutes(row.rstrip(" |").rsplit("|", 1)[-1]), row
+
+
+def sync_gpu_estimates() -> None:
+    """benchmarks/t4.json and l4.json: a row per notebook; where no GPU has measured it ("estimate": true), the
+    time its "Hardware and time" table states (a new notebook gets its row from there)."""
+    for profile in ("t4", "l4"):
+        path = BENCHMARKS / f"{profile}.json"
+        bench = json.loads(path.read_text())
+        rows = {row["notebook"]: row for row in bench["notebooks"]}
+        for notebook in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")):
+            row = rows.setdefault(notebook.stem, {"notebook": notebook.stem, "seconds": None, "peak_memory_mb": None,
+                                                  "ok": None, "estimate": True})
+            if row.get("estimate"):
+                row["seconds"] = round(stated_time(notebook, profile)[0] * 60)
+        bench["notebooks"] = [rows[name] for name in sorted(rows, key=course_order)]
+        text = json.dumps(bench, indent=2) + "\n"
+        if text != path.read_text():
+            path.write_text(text)
+
+
 def write_readme_table() -> None:
+    sync_gpu_estimates()
     text = README.read_text()
     start, end = text.index(TABLE_START) + len(TABLE_START), text.index(TABLE_END)
     README.write_text(text[:start] + "\n" + readme_table() + "\n" + text[end:])
 
 
-# The README's results: per notebook its headline measurement, read from the record the notebook wrote (runs/).
-# (notebook, record, keys to a helpers.stats interval in it, what it measures, digits). An entry with "before",
+# The README's results: per notebook its headline measurement, read from the record the notebook wrote (runs/), as
+# its metadata "headlines" lists them: (notebook, record, keys to a helpers.stats interval in it, what it measures,
+# digits). An entry with "before",
 # "after" and "change" is a before/after measurement on the same prompts (helpers.stats.before_after); one with
 # only "value" and "ci95" is a paired difference (a claim) and fills the change column alone.
-HEADLINES = [
-    ("01", "01_sft", ("intervals", "exact_match"), "SFT: exact JSON match, held-out people", 2),
-    ("02", "02_qlora", ("intervals", "exact_match"), "QLoRA SFT: exact JSON match, held-out people", 2),
-    ("03", "03_peft", ("claims", "LoRA learns the skill (exact match above the base model)"),
-     "LoRA: exact match minus the base model's", 2),
-    ("03", "03_peft", ("claims", "prompt tuning is behind LoRA on exact match (LoRA's - its > 0)"),
-     "LoRA's exact match minus prompt tuning's (same steps)", 2),
-    ("03", "03_approaches", ("claims", "LoRA forgets (general-text loss after - before > 0)"),
-     "LoRA: loss on general text, after minus before (forgetting)", 3),
-    ("03", "03_approaches", ("claims", "full fine-tuning forgets (general-text loss after - before > 0)"),
-     "full fine-tuning: the same (forgetting)", 3),
-    ("04", "04_matryoshka", ("intervals", "ndcg@10", "64"), "Matryoshka: nDCG@10 at 64 of 384 dimensions", 3),
-    ("05", "05_reward_model", ("intervals", "accuracy"), "reward model: held-out pairs ranked right", 2),
-    ("05", "05_ppo", ("intervals", "reward"), "PPO: reward-model score (what it is paid)", 2),
-    ("05", "05_ppo", ("intervals", "gold"), "PPO: gold judge (reward hacking)", 2),
-    ("06", "06_dpo", ("intervals", "preference_accuracy"), "DPO: held-out preference accuracy", 2),
-    ("07", "07_orpo", ("intervals", "preference_accuracy"), "ORPO: held-out preference accuracy", 2),
-    ("08", "08_grpo", ("intervals", "reward"), "GRPO: reward (correctness + format checkers)", 2),
-    ("08", "08_grpo", ("intervals", "correctness"), "GRPO: correct answers alone", 2),
-]
+# A headline may end with what its interval must read ("rose", "fell", "> 0", "< 0"): tests/test_benchmarks.py checks
+# it on a fresh run, so a new notebook's learning effect is tested without a test of its own.
+HEADLINES = [(record_prefix(path.stem), record, tuple(keys), what, digits)
+             for path in course_notebooks() for record, keys, what, digits, *_ in course_metadata(path).get("headlines", [])]
+EXPECTED = {(record, tuple(keys)): expect[0] for path in course_notebooks()
+            for record, keys, what, digits, *expect in course_metadata(path).get("headlines", []) if expect}
 
 
 def headline(record: dict, keys, what: str, digits: int = 2) -> dict:

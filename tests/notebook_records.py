@@ -1,7 +1,8 @@
 """The runs/*.json records the training notebooks write, for the tests that check their learning effects.
 
 `make test` runs the notebooks first (pytest collects notebooks/ before tests/), so the records are fresh.
-Run alone, a missing record is produced by executing the notebook that writes it.
+Run alone, a missing record is produced by executing the notebook that writes it, after the notebooks whose records
+it needs. Each notebook says which records it writes and needs in its metadata "course" (scripts/run_course.py).
 """
 import json
 from pathlib import Path
@@ -12,21 +13,13 @@ from nbclient import NotebookClient
 import helpers.tracking as tracking
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-WRITTEN_BY = {  # record -> notebook
-    "01_pretrain": "01_pretraining_vs_sft", "01_sft": "01_pretraining_vs_sft",
-    "02_qlora": "02_lora_qlora", "03_peft": "03_peft_methods", "03_approaches": "03_peft_methods",
-    "04_matryoshka": "04_matryoshka_embeddings", "04_mnrl": "04_matryoshka_embeddings",
-    "05_reward_model": "05_reward_model_ppo", "05_ppo": "05_reward_model_ppo",
-    "06_dpo": "06_dpo", "07_orpo": "07_orpo", "08_grpo": "08_grpo", "08_grpo_rm": "08_grpo",
-    "09_comparison": "09_comparison",
-    "homework_dpo_orpo": "../homework/solution/dpo_orpo_solution",
-}
-
-
-NEEDS = {  # notebook -> the records (and the adapters saved beside them) it reads
-    "08_grpo": ("05_reward_model",),  # its control is paid by 05's reward model
-    "09_comparison": ("03_peft", "05_reward_model", "05_ppo", "06_dpo", "07_orpo", "08_grpo", "08_grpo_rm"),
-}
+HOMEWORK_SOLUTION = NOTEBOOKS.parent / "homework" / "solution" / "dpo_orpo_solution.ipynb"
+WRITTEN_BY, NEEDS = {}, {}  # record -> notebook (relative to notebooks/); notebook -> the records it reads
+for _path in [*sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")), HOMEWORK_SOLUTION]:
+    _name = _path.stem if _path.parent == NOTEBOOKS else f"../homework/solution/{_path.stem}"
+    _course = nbformat.read(_path, as_version=4).metadata.get("course", {})  # see scripts/run_course.py
+    WRITTEN_BY |= {record: _name for record in _course.get("records", [])}
+    NEEDS[_name] = tuple(_course.get("needs", ()))
 
 
 def record(name: str) -> dict:

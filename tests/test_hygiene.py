@@ -164,3 +164,28 @@ def test_the_requested_answer_form_is_read_by_one_function(path):
         if cell.cell_type == "code":
             found = FORM_BY_SUBSTRING.search(cell.source)
             assert not found, f"{path.name}: {found.group(0)!r}...: use helpers.requested_form(prompt) instead"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS + [SOLUTION], ids=lambda p: p.name)
+def test_each_notebook_says_what_it_writes_and_reads(path):
+    """Issue 22: a notebook's metadata "course" is the one place that lists its records, the records it needs and its
+    README headlines (scripts/run_course.py reads it for the README, tests/notebook_records.py to run what a test
+    needs). It must agree with the code: before this, 07 read runs/06_dpo.json without saying so, and a fresh
+    `pytest tests/test_preference_effects.py` could not run 07 by itself."""
+    course = nbformat.read(path, as_version=4).metadata.get("course")
+    assert course and course.get("topic") and course.get("records"), f"{path.name}: metadata course.topic/records"
+    code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+    prefix = "homework" if path == SOLUTION else path.name[:2]
+    for record in course["records"]:
+        assert record.startswith(prefix + "_") and f'"{record}"' in code, f"{path.name} does not write {record}"
+    written = set(re.findall(r'write_run\(\s*"(\w+)"', code))
+    assert written <= set(course["records"]), f"{path.name} writes {written - set(course['records'])}: list them"
+    needs = set(course.get("needs", []))
+    read = {name for name in re.findall(r'read_run\(\s*"(\w+)"\)', code) if not name.startswith(prefix + "_")}
+    assert read <= needs, f"{path.name} reads {read - needs}: add them to its metadata course.needs"
+    for notebook in set(re.findall(r'trained_adapter\([^)]*"(\d\d)"\)', code)) - {prefix}:
+        assert any(name.startswith(notebook + "_") for name in needs), \
+            f"{path.name} loads notebook {notebook}'s adapter: add its record to course.needs"
+    for record, keys, what, digits, *expect in course.get("headlines", []):
+        assert record in course["records"] and what and isinstance(digits, int), (record, keys)
+        assert expect in ([], ["rose"], ["fell"], ["> 0"], ["< 0"]), f"{record}: expect one of rose, fell, > 0, < 0"
