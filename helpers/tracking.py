@@ -375,14 +375,14 @@ def training_run(trainer, profile, config: dict | None = None, *, models=(), bat
     `training_run` (or `init_wandb`) ends it, and `wandb.finish()` ends the last one. If the block fails, it ends.
     """
     args = trainer.args
-    run = TrainingRun()
-    run.wandb_run = init_wandb(args.run_name or Path(args.output_dir).name,
-                               config={"profile": profile.name, **(config or {})})
-    trainer.add_callback(timer := StepTimer())
-    run.resume = last_checkpoint(args.output_dir)
+    run, timer = TrainingRun(), StepTimer()
     batch_size = batch_size or args.per_device_train_batch_size
     max_length = max_length if max_length is not None else getattr(args, "max_length", None)
     try:
+        run.wandb_run = init_wandb(args.run_name or Path(args.output_dir).name,
+                                   config={"profile": profile.name, **(config or {})})
+        trainer.add_callback(timer)
+        run.resume = last_checkpoint(args.output_dir)
         with measure(trainer.model, *models) as cost, oom_advice(profile, batch_size, max_length):
             yield run
     except BaseException:

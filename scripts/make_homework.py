@@ -59,6 +59,7 @@ def student_notebook(solution: nbformat.NotebookNode) -> nbformat.NotebookNode:
         elif cell.source.startswith(ANSWER):
             cell.source = f"{ANSWER}\n*YOUR ANSWER HERE*"
         cell.source = cell.source.replace(TEACHER_ONLY, "")
+    notebook.metadata.pop("course", None)  # what the solution records, for the course runner (scripts/run_course.py)
     return notebook
 
 

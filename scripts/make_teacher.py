@@ -22,7 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 TEACHER = ROOT / "teacher"
 PLACEHOLDER = 'raise NotImplementedError("YOUR CODE HERE")'
-EXERCISE = re.compile(r"^def (\w+)\(.*?^    " + re.escape(PLACEHOLDER) + r"\n?", re.M | re.S)
+# from a top-level `def` to its placeholder, with no other top-level `def` in between (a helper defined before the
+# exercise in the same cell stays as it is)
+EXERCISE = re.compile(r"^def (\w+)\((?:(?!^def ).)*?^    " + re.escape(PLACEHOLDER) + r"\n?", re.M | re.S)
 
 
 @functools.cache

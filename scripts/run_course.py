@@ -242,10 +242,12 @@ def minutes(text: str) -> float:
 def stated_time(path: Path, profile: str) -> tuple[float, str]:
     """(minutes, row) of a profile in a notebook's "Hardware and time" table; its last column is the time."""
     cells = json.loads(path.read_text())["cells"]
-    table = next("".join(c["source"]) for c in cells
-                 if c["cell_type"] == "markdown" and "**Hardware and time**" in "".join(c["source"]))
-    row = next(line for line in table.splitlines() if line.startswith(f"| `{profile}` |"))
-    return minutes(row.rstrip(" |").rsplit("|", 1)[-1]), row
+    tables = ["".join(c["source"]) for c in cells
+              if c["cell_type"] == "markdown" and "**Hardware and time**" in "".join(c["source"])]
+    rows = [line for table in tables for line in table.splitlines() if line.startswith(f"| `{profile}` |")]
+    if not rows:
+        raise ValueError(f"{path.name}: no `{profile}` row in its **Hardware and time** table (the time goes last)")
+    return minutes(rows[0].rstrip(" |").rsplit("|", 1)[-1]), rows[0]
 
 
 def sync_gpu_estimates() -> None:
@@ -266,8 +268,26 @@ def sync_gpu_estimates() -> None:
             path.write_text(text)
 
 
+WORKSHOP = ROOT / "WORKSHOP.md"
+
+
+def write_workshop_times() -> None:
+    """WORKSHOP.md's "Time per notebook and profile": its `cpu` column is the last make bench's time per notebook."""
+    cpu = read_benchmark("cpu")
+    head, sep, rest = WORKSHOP.read_text().partition("## Time per notebook and profile")
+
+    def measured(match):
+        notebook = next(name for name in cpu if name.startswith(match.group(1)))
+        return f"{match.group(0).split('|')[0]}| {match.group(1)}{match.group(2)}| {cpu[notebook]['seconds'] / 60:.1f} min |"
+
+    rest = re.sub(r"^\| (\d\d)( [^|]*)\| [^|]* \|", measured, rest, flags=re.M)
+    if sep and head + sep + rest != WORKSHOP.read_text():
+        WORKSHOP.write_text(head + sep + rest)
+
+
 def write_readme_table() -> None:
     sync_gpu_estimates()
+    write_workshop_times()
     text = README.read_text()
     start, end = text.index(TABLE_START) + len(TABLE_START), text.index(TABLE_END)
     README.write_text(text[:start] + "\n" + readme_table() + "\n" + text[end:])

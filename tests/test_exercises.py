@@ -353,3 +353,11 @@ def test_a_solution_with_another_signature_is_refused():
     cell = 'def nf4_round(values, blocksize):\n    raise NotImplementedError("YOUR CODE HERE")\n'
     with pytest.raises(ValueError, match="nf4_round: the notebook's signature"):
         make_teacher.solved(cell)
+
+
+def test_a_helper_before_the_exercise_in_its_cell_stays():
+    cell = ('def helper(x):\n    return x\n\n\ndef lora_param_count(d_in, d_out, r):\n'
+            '    raise NotImplementedError("YOUR CODE HERE")\n')
+    assert make_teacher.exercises(cell) == ["lora_param_count"]
+    solved = make_teacher.solved(cell)
+    assert solved.startswith("def helper(x):\n    return x\n") and "r * d_in + d_out * r" in solved

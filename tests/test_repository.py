@@ -100,6 +100,7 @@ def test_set_repository_refuses_a_bad_name(tmp_path):
         set_repository.set_repository("not a repo", ROOT)
 
 
+@pytest.mark.slow  # a subprocess that imports torch
 def test_helpers_is_installed_so_nothing_edits_sys_path(tmp_path):
     """make install runs `pip install -e .`: `import helpers` works from any folder (a notebook's, a script's, this
     one), and the scripts no longer put the repository on sys.path themselves."""
@@ -109,7 +110,9 @@ def test_helpers_is_installed_so_nothing_edits_sys_path(tmp_path):
     found = subprocess.run([sys.executable, "-c", "import helpers; print(helpers.__file__)"], cwd=tmp_path,
                            capture_output=True, text=True)
     assert found.returncode == 0, "helpers is not installed: run `make install` (or `pip install -e .`)"
-    assert Path(found.stdout.strip()).parent == ROOT / "helpers", found.stdout
+    assert Path(found.stdout.strip()).resolve().parent == (ROOT / "helpers").resolve(), found.stdout
     for script in (ROOT / "scripts").glob("*.py"):
         if script.name != "colab_setup.py":  # on Colab the clone goes on sys.path (see pyproject.toml)
             assert "sys.path.insert" not in script.read_text(), script.name
+    for notebook in [*ROOT.glob("notebooks/*.ipynb"), *ROOT.glob("homework/**/*.ipynb"), *ROOT.glob("teacher/*.ipynb")]:
+        assert "sys.path" not in notebook.read_text(), notebook.name
