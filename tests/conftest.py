@@ -1,6 +1,8 @@
 """Fixtures shared by the tests in this folder: the course chat model's tokenizer and a tiny random Llama on it.
 
-(Older test files still define their own copies; new ones use these.)
+Use these. Four tests build a tiny Llama of their own on purpose, without the course tokenizer: test_lora.py and
+test_roofline.py (small vocabularies, a tied head), test_qlora.py (widths of 128) and resume_script.py (a
+separate process).
 """
 import pytest
 from transformers import AutoTokenizer, LlamaConfig

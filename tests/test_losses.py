@@ -11,24 +11,13 @@ import warnings
 import pytest
 import torch
 from torch.testing import assert_close
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, LlamaForSequenceClassification
+from transformers import LlamaForCausalLM, LlamaForSequenceClassification
 
 import helpers
 from helpers.losses import (check_grpo_batch, dpo_loss, gae, grpo_advantages, orpo_loss, ppo_clip_loss,
                             reward_model_loss, sequence_logps)
 
 warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated")
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(helpers.model_path("HuggingFaceTB/SmolLM2-135M-Instruct"))
-
-
-def tiny_config(tokenizer, **extra):
-    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                       pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **extra)
 
 
 def preference_rows(n=4):
@@ -41,11 +30,11 @@ def common_args(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ reward model
-def test_reward_model_loss_equals_reward_trainer(tokenizer, tmp_path):
+def test_reward_model_loss_equals_reward_trainer(tokenizer, tmp_path, tiny_config):
     from trl import RewardConfig, RewardTrainer
 
     torch.manual_seed(0)
-    model = LlamaForSequenceClassification(tiny_config(tokenizer, num_labels=1))
+    model = LlamaForSequenceClassification(tiny_config(num_labels=1))
     trainer = RewardTrainer(model=model, args=RewardConfig(**common_args(tmp_path)), train_dataset=preference_rows(),
                             processing_class=tokenizer)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
@@ -64,11 +53,11 @@ def test_reward_model_loss_is_log2_for_a_tie_and_falls_with_the_margin():
 
 
 # ------------------------------------------------------------------------------------------ DPO
-def test_dpo_loss_equals_dpo_trainer(tokenizer, tmp_path):
+def test_dpo_loss_equals_dpo_trainer(tokenizer, tmp_path, tiny_config):
     from trl import DPOConfig, DPOTrainer
 
     torch.manual_seed(0)
-    model = LlamaForCausalLM(tiny_config(tokenizer))
+    model = LlamaForCausalLM(tiny_config())
     trainer = DPOTrainer(model=model, ref_model=copy.deepcopy(model), args=DPOConfig(beta=0.2, **common_args(tmp_path)),
                          train_dataset=preference_rows(), processing_class=tokenizer)
     with torch.no_grad():  # move the policy away from its reference copy, so the log-ratios are not zero
@@ -92,12 +81,12 @@ def test_dpo_loss_equals_dpo_trainer(tokenizer, tmp_path):
     assert abs(chosen_rewards).max() > 1e-3, "the policy must differ from the reference for this test to mean anything"
 
 
-def test_preference_logps_score_answers_as_dpo_trainer_does(tokenizer, tmp_path):
+def test_preference_logps_score_answers_as_dpo_trainer_does(tokenizer, tmp_path, tiny_config):
     # the notebooks' held-out scores (helpers.preference_logps) must see the same tokens TRL trains on
     from trl import DPOConfig, DPOTrainer
 
     torch.manual_seed(0)
-    model = LlamaForCausalLM(tiny_config(tokenizer)).eval()
+    model = LlamaForCausalLM(tiny_config()).eval()
     trainer = DPOTrainer(model=model, ref_model=copy.deepcopy(model), args=DPOConfig(**common_args(tmp_path)),
                          train_dataset=preference_rows(), processing_class=tokenizer)
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
@@ -146,11 +135,11 @@ def reward_len(completions, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def grpo_step(tokenizer, tmp_path_factory):
+def grpo_step(tokenizer, tmp_path_factory, tiny_config):
     from trl import GRPOConfig, GRPOTrainer
 
     torch.manual_seed(0)
-    model = LlamaForCausalLM(tiny_config(tokenizer))
+    model = LlamaForCausalLM(tiny_config())
     prompts = helpers.load_course_dataset("rl")["train"].select(range(8))
     args = GRPOConfig(output_dir=str(tmp_path_factory.mktemp("grpo")), use_cpu=True, bf16=False, report_to="none",
                       per_device_train_batch_size=8, num_generations=4, max_completion_length=12, max_steps=1,

@@ -11,7 +11,7 @@ import torch
 from datasets import Dataset
 from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 from torch.testing import assert_close
-from transformers import (AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, LlamaConfig, LlamaForCausalLM,
+from transformers import (AutoModelForCausalLM, BitsAndBytesConfig, LlamaForCausalLM,
                           LlamaForSequenceClassification)
 
 import helpers
@@ -22,22 +22,10 @@ warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated"
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return AutoTokenizer.from_pretrained(helpers.model_path("HuggingFaceTB/SmolLM2-135M-Instruct"))
-
-
-def tiny_config(tokenizer, **extra):
-    # widths of 64: bitsandbytes quantizes in blocks of 64
-    return LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                       pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **extra)
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tokenizer, tmp_path_factory):
+def tiny_folder(tokenizer, tmp_path_factory, tiny_config):
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("tiny-llama-states")
-    LlamaForCausalLM(tiny_config(tokenizer)).save_pretrained(folder)
+    LlamaForCausalLM(tiny_config()).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
 
@@ -55,12 +43,12 @@ def prompts(n=4):
 
 
 # ------------------------------------------------------------------------------------------ train mode
-def test_generate_after_training_with_gradient_checkpointing_matches_eval_mode(tokenizer):
+def test_generate_after_training_with_gradient_checkpointing_matches_eval_mode(tokenizer, tiny_config):
     """After trainer.train() the model is in train mode with gradient checkpointing on (t4, l4). transformers then
     turns the KV cache off inside the layers while generate still feeds one new token a step: every token after
     the first was predicted without its context."""
     torch.manual_seed(0)
-    model = LlamaForCausalLM(tiny_config(tokenizer)).eval()
+    model = LlamaForCausalLM(tiny_config()).eval()
     reference = helpers.generate(model, tokenizer, prompts(), max_new_tokens=12)
     model.gradient_checkpointing_enable()
     model.train()  # as the trainer leaves it
@@ -68,19 +56,19 @@ def test_generate_after_training_with_gradient_checkpointing_matches_eval_mode(t
     assert model.training and model.is_gradient_checkpointing  # the state is given back
 
 
-def test_scoring_helpers_give_back_train_mode(tokenizer):
+def test_scoring_helpers_give_back_train_mode(tokenizer, tiny_config):
     torch.manual_seed(0)
-    model = LlamaForSequenceClassification(tiny_config(tokenizer, num_labels=1)).train()
+    model = LlamaForSequenceClassification(tiny_config(num_labels=1)).train()
     helpers.reward_scores(model, tokenizer, prompts(2), ["52", "A sentence."])
     assert model.training
 
 
 # ------------------------------------------------------------------------------------------ mixed dtypes
-def test_reward_scores_with_a_float16_body_and_a_bfloat16_head(tokenizer):
+def test_reward_scores_with_a_float16_body_and_a_bfloat16_head(tokenizer, tiny_config):
     """Notebook 05 on a T4: the reward model's score head is a trainable copy (modules_to_save) that TRL casts to
     bfloat16, while the 4-bit body computes in float16: `mat1 and mat2 must have the same dtype` without autocast."""
     torch.manual_seed(0)
-    model = LlamaForSequenceClassification(tiny_config(tokenizer, num_labels=1)).eval()
+    model = LlamaForSequenceClassification(tiny_config(num_labels=1)).eval()
     answers = ["52 euros", "The Zephy C5 costs 52 euros.", "Portugal", ""]
     reference = helpers.reward_scores(model, tokenizer, prompts(), answers)
     model.half()
@@ -111,13 +99,13 @@ def test_preference_logps_after_orpo_on_an_l4(tiny_folder, tokenizer):
         assert_close(mixed[key], clean[key], rtol=0.05, atol=0.5)  # bfloat16 rounding over a few dozen tokens
 
 
-def test_compute_dtype_reads_the_4bit_config_and_is_none_in_float32(tiny_folder, tokenizer):
+def test_compute_dtype_reads_the_4bit_config_and_is_none_in_float32(tiny_folder, tokenizer, tiny_config):
     assert compute_dtype(load_4bit(tiny_folder, torch.float16)) == torch.float16
-    assert compute_dtype(LlamaForCausalLM(tiny_config(tokenizer))) is None
+    assert compute_dtype(LlamaForCausalLM(tiny_config())) is None
 
 
 # ------------------------------------------------------------------------------------------ fp16 + QLoRA
-def test_a_float32_model_evaluates_in_float32_after_bfloat16_mixed_precision_training(tokenizer, tmp_path):
+def test_a_float32_model_evaluates_in_float32_after_bfloat16_mixed_precision_training(tokenizer, tmp_path, tiny_config):
     """With COURSE_CPU_PRECISION=bfloat16 (or auto where the CPU is fast at it) the cpu profile trains float32 weights
     in bf16 mixed precision. accelerate then wraps the model's forward in a bfloat16 autocast for good, so every
     evaluation after training (generate, scores, the notebooks' checks against TRL) ran in bfloat16 while the
@@ -125,7 +113,7 @@ def test_a_float32_model_evaluates_in_float32_after_bfloat16_mixed_precision_tra
     import trl
 
     torch.manual_seed(0)
-    model = LlamaForCausalLM(tiny_config(tokenizer))
+    model = LlamaForCausalLM(tiny_config())
     sft = helpers.load_course_dataset("sft")["train"].select(range(4))
     args = trl.SFTConfig(output_dir=str(tmp_path), use_cpu=True, bf16=True, fp16=False, report_to="none",
                          per_device_train_batch_size=2, max_steps=1, max_length=64, save_strategy="no", seed=0)
