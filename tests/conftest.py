@@ -4,6 +4,8 @@ Use these. Four tests build a tiny Llama of their own on purpose, without the co
 test_roofline.py (small vocabularies, a tied head), test_qlora.py (widths of 128) and resume_script.py (a
 separate process).
 """
+import os
+
 import pytest
 from transformers import AutoTokenizer, LlamaConfig
 
@@ -24,3 +26,9 @@ def tiny_config(tokenizer):
                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
                            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, **extra)
     return make
+
+
+@pytest.fixture(scope="session")
+def profile():
+    """The profile the notebooks ran in (make test exports COURSE_PROFILE=cpu; -sim runs set theirs)."""
+    return helpers.PROFILES[os.environ.get("COURSE_PROFILE", "cpu")]

@@ -1,6 +1,5 @@
 """The learning effects the notebooks claim, checked on the numbers they wrote to runs/ (held-out data)."""
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -8,7 +7,7 @@ import torch
 from notebook_records import record
 
 from helpers import stats
-from helpers.profiles import PROFILES, select_profile
+from helpers.profiles import select_profile
 
 pytestmark = pytest.mark.notebooks  # reads the notebooks' run records (runs/*.json)
 
@@ -25,8 +24,7 @@ def sft():
     return record("01_sft")
 
 
-def test_records_say_what_ran(pretrain, sft):
-    profile = PROFILES[os.environ.get("COURSE_PROFILE", "cpu")]
+def test_records_say_what_ran(pretrain, sft, profile):
     for run, steps in ((pretrain, profile.pretrain_steps), (sft, profile.sft_steps)):
         assert run["profile"] == profile.name
         assert run["steps"] == steps
@@ -77,8 +75,7 @@ def peft_methods():
     return record("03_peft")
 
 
-def test_qlora_trains_a_small_adapter_on_a_4bit_model(qlora):
-    profile = PROFILES[os.environ.get("COURSE_PROFILE", "cpu")]
+def test_qlora_trains_a_small_adapter_on_a_4bit_model(qlora, profile):
     assert qlora["profile"] == profile.name and qlora["model"] == profile.qlora_model
     assert qlora["steps"] == profile.qlora_steps
     assert 0 < qlora["trainable_params"] < 0.05 * qlora["all_params"]
@@ -112,8 +109,7 @@ def test_merging_into_the_4bit_base_rounds_the_skill_away(qlora):
         assert qlora["merge_into_4bit_kept_share"] < 0.2
 
 
-def test_peft_methods_ran_on_the_same_budget(peft_methods):
-    profile = PROFILES[os.environ.get("COURSE_PROFILE", "cpu")]
+def test_peft_methods_ran_on_the_same_budget(peft_methods, profile):
     methods = peft_methods["methods"]
     assert list(methods) == ["LoRA", "DoRA", "IA3", "prompt tuning", "prefix tuning"]
     assert peft_methods["steps"] == profile.peft_steps
@@ -182,10 +178,9 @@ def approaches():
     return record("03_approaches")
 
 
-def test_early_approaches_ran_on_the_peft_budget(approaches, peft_methods):
+def test_early_approaches_ran_on_the_peft_budget(approaches, peft_methods, profile):
     """Issue 19: full fine-tuning, the top blocks and a head on the frozen model get LoRA's task, data and steps,
     each its learning rate from the dev sweep; the LoRA row is notebook 03's LoRA run, not a second one."""
-    profile = PROFILES[os.environ.get("COURSE_PROFILE", "cpu")]
     rows = approaches["approaches"]
     assert list(rows) == ["full fine-tuning", "top 2 blocks", "head only", "LoRA"]
     assert approaches["steps"] == peft_methods["steps"] == profile.peft_steps

@@ -1,10 +1,8 @@
 """The preference-tuning effects notebooks 05-08 claim, checked on the numbers they wrote to runs/ (held-out data)."""
-import os
 
 import pytest
 from notebook_records import record
 
-from helpers.profiles import PROFILES
 
 pytestmark = pytest.mark.notebooks  # reads the notebooks' run records (runs/*.json)
 
@@ -19,8 +17,7 @@ def ppo():
     return record("05_ppo")
 
 
-def test_reward_model_and_ppo_records_say_what_ran(reward_model, ppo):
-    profile = PROFILES[os.environ.get("COURSE_PROFILE", "cpu")]
+def test_reward_model_and_ppo_records_say_what_ran(reward_model, ppo, profile):
     assert reward_model["profile"] == ppo["profile"] == profile.name
     assert reward_model["model"] == ppo["model"] == profile.pref_model
     assert reward_model["steps"] == profile.rm_steps
@@ -75,8 +72,7 @@ def dpo():
     return record("06_dpo")
 
 
-def test_dpo_record_says_what_ran(dpo):
-    profile = PROFILES[os.environ.get("COURSE_PROFILE", "cpu")]
+def test_dpo_record_says_what_ran(dpo, profile):
     assert dpo["profile"] == profile.name and dpo["model"] == profile.pref_model
     assert dpo["steps"] == profile.pref_steps and dpo["pairs"] == profile.pref_steps * profile.pref_batch_size
     assert dpo["eval_pairs"] == profile.pref_eval_pairs
@@ -109,8 +105,7 @@ def orpo():
     return record("07_orpo")
 
 
-def test_orpo_record_says_what_ran(orpo):
-    profile = PROFILES[os.environ.get("COURSE_PROFILE", "cpu")]
+def test_orpo_record_says_what_ran(orpo, profile):
     assert orpo["profile"] == profile.name and orpo["model"] == profile.pref_model
     assert orpo["steps"] == profile.orpo_steps and orpo["pairs"] == profile.orpo_steps * profile.pref_batch_size
     assert orpo["eval_pairs"] == profile.pref_eval_pairs and orpo["beta"] == profile.orpo_beta
@@ -147,8 +142,7 @@ def grpo():
     return record("08_grpo")
 
 
-def test_grpo_record_says_what_ran(grpo):
-    profile = PROFILES[os.environ.get("COURSE_PROFILE", "cpu")]
+def test_grpo_record_says_what_ran(grpo, profile):
     assert grpo["profile"] == profile.name and grpo["model"] == profile.pref_model
     assert grpo["steps"] == profile.grpo_steps and grpo["num_generations"] == profile.grpo_num_generations
     assert grpo["prompts"] == profile.grpo_steps * profile.grpo_batch_size // profile.grpo_num_generations
