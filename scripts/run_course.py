@@ -58,9 +58,9 @@ def course_metadata(path: Path) -> dict:
     return json.loads(path.read_text())["metadata"].get("course", {})
 
 
+METADATA = {path.stem: course_metadata(path) for path in course_notebooks()}  # each notebook read once
 # What the README's table says about each notebook besides the measured numbers: {notebook: (topic, profiles)}.
-CATALOGUE = {path.stem: (meta.get("topic", ""), meta.get("profiles", DEFAULT_PROFILES))
-             for path in course_notebooks() for meta in [course_metadata(path)]}
+CATALOGUE = {name: (meta.get("topic", ""), meta.get("profiles", DEFAULT_PROFILES)) for name, meta in METADATA.items()}
 
 
 def record_prefix(notebook: str) -> str:
@@ -300,10 +300,10 @@ def write_readme_table() -> None:
 # only "value" and "ci95" is a paired difference (a claim) and fills the change column alone.
 # A headline may end with what its interval must read ("rose", "fell", "> 0", "< 0"): tests/test_benchmarks.py checks
 # it on a fresh run, so a new notebook's learning effect is tested without a test of its own.
-HEADLINES = [(record_prefix(path.stem), record, tuple(keys), what, digits)
-             for path in course_notebooks() for record, keys, what, digits, *_ in course_metadata(path).get("headlines", [])]
-EXPECTED = {(record, tuple(keys)): expect[0] for path in course_notebooks()
-            for record, keys, what, digits, *expect in course_metadata(path).get("headlines", []) if expect}
+HEADLINES = [(record_prefix(name), record, tuple(keys), what, digits)
+             for name, meta in METADATA.items() for record, keys, what, digits, *_ in meta.get("headlines", [])]
+EXPECTED = {(record, tuple(keys)): expect[0] for meta in METADATA.values()
+            for record, keys, what, digits, *expect in meta.get("headlines", []) if expect}
 
 
 def headline(record: dict, keys, what: str, digits: int = 2) -> dict:
@@ -430,7 +430,7 @@ def main():
             write_readme_results()
         return
 
-    candidates = sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")) + [HOMEWORK_SOLUTION]  # the solution runs last
+    candidates = course_notebooks()  # the solution runs last
     notebooks = [p for p in candidates if not args.only or any(p.name.startswith(o) for o in args.only)]
     if args.record:
         (RUNS / "machine.json").unlink(missing_ok=True)  # measure the matrix-product peak afresh in this run

@@ -5,22 +5,23 @@ Run alone, a missing record is produced by executing the notebook that writes it
 it needs. Each notebook says which records it writes and needs in its metadata "course" (scripts/run_course.py).
 """
 import json
-from pathlib import Path
+import os
+import sys
 
 import nbformat
 from nbclient import NotebookClient
 
 import helpers.tracking as tracking
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-HOMEWORK_SOLUTION = NOTEBOOKS.parent / "homework" / "solution" / "dpo_orpo_solution.ipynb"
-WRITTEN_BY, NEEDS = {}, {}  # record -> notebook (relative to notebooks/); notebook -> the records it reads
-for _path in [*sorted(NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")), HOMEWORK_SOLUTION]:
-    _name = _path.stem if _path.parent == NOTEBOOKS else f"../homework/solution/{_path.stem}"
-    _course = nbformat.read(_path, as_version=4).metadata.get("course", {})  # see scripts/run_course.py
-    WRITTEN_BY |= {record: _name for record in _course.get("records", [])}
-    NEEDS[_name] = tuple(_course.get("needs", ()))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
+import run_course  # noqa: E402  (the notebooks' metadata "course", read once there)
 
+NOTEBOOKS = run_course.NOTEBOOKS
+WRITTEN_BY, NEEDS = {}, {}  # record -> notebook (relative to notebooks/); notebook -> the records it reads
+for _path in run_course.course_notebooks():
+    _name = _path.stem if _path.parent == NOTEBOOKS else f"../homework/solution/{_path.stem}"
+    WRITTEN_BY |= {record: _name for record in run_course.METADATA[_path.stem].get("records", [])}
+    NEEDS[_name] = tuple(run_course.METADATA[_path.stem].get("needs", ()))
 
 def record(name: str) -> dict:
     """runs/<name>.json; its notebook is executed first if the record is missing, after the notebooks whose records
