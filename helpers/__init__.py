@@ -4,7 +4,7 @@ from-scratch pieces the notebooks teach. They never hide the library call a note
 import warnings
 
 from . import embeddings, exercises, lora, losses, memory, nf4, precision, stats
-from .data import check_format, load_course_dataset, wording_overlap
+from .data import check_format, load_course_dataset, unpair, wording_overlap
 from .models import check_4bit_support, keep_4bit_trainable_on_cpu, model_path, nf4_config
 from .plots import plot_before_after, plot_history
 from .precision import check_fp16_trainable, compute_dtype, evaluating, fp16_safe
@@ -22,7 +22,7 @@ __all__ = [
     "embeddings", "exercises", "extraction_scores", "fact_value", "form_reward", "generate", "gold_reward", "init_wandb", "keep_4bit_trainable_on_cpu", "last_checkpoint",
     "load_course_dataset", "lora", "losses", "measure", "median_step_seconds", "memory", "memory_mb", "model_path", "nf4", "nf4_config", "oom_advice",
     "parse_json_object", "per_answer_scores", "plot_before_after", "precision", "preference_logps", "plot_history", "read_run", "report_to", "requested_form", "reward_scores",
-    "select_profile", "stats", "trained_adapter", "training_cost", "training_run", "wording_overlap", "write_run",
+    "select_profile", "stats", "trained_adapter", "training_cost", "training_run", "unpair", "wording_overlap", "write_run",
 ]
 
 # Notices the libraries raise about their own calls, which nothing in a notebook can act on: TRL and peft still use

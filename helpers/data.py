@@ -16,11 +16,13 @@ ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 MESSAGES = "messages"  # a column holding a list of {"role", "content"} dicts
 TEXT = "text"  # a column holding a string
+LABEL = "label"  # a column holding True (a good answer) or False (a bad one)
 
 FORMATS = {  # format name -> {column: kind}
     "language_modeling": {"text": TEXT},
     "prompt_completion": {"prompt": MESSAGES, "completion": MESSAGES},
     "preference": {"prompt": MESSAGES, "chosen": MESSAGES, "rejected": MESSAGES},
+    "unpaired": {"prompt": MESSAGES, "completion": MESSAGES, "label": LABEL},  # KTO: one answer, thumbs up or down
     "verifiable": {"prompt": MESSAGES, "answer": TEXT},
     "pairs": {"anchor": TEXT, "positive": TEXT},
     "ir_queries": {"query": TEXT, "positive_id": TEXT},
@@ -29,6 +31,7 @@ FORMATS = {  # format name -> {column: kind}
 EXAMPLES = {
     MESSAGES: [{"role": "user", "content": "..."}],
     TEXT: "...",
+    LABEL: True,
 }
 
 COURSE_DATASETS = {  # dataset -> {split: format}
@@ -85,6 +88,25 @@ def check_format(dataset: Dataset, fmt: str, where: str = "dataset") -> None:
                              f"the first row has {str(value)[:120]!r}.")
         if kind == TEXT and not isinstance(value, str):
             raise ValueError(f"{where}: column '{col}' must hold strings; the first row has {type(value).__name__}.")
+        if kind == LABEL and not isinstance(value, bool):
+            raise ValueError(f"{where}: column '{col}' must hold True (a desirable answer) or False (an undesirable "
+                             f"one); the first row has {value!r}. Convert with dataset.map(lambda row: {{'{col}': "
+                             f"row['{col}'] == 'good'}}) or whatever marks a good answer in your data.")
+
+
+def unpair(pairs: Dataset) -> Dataset:
+    """Preference pairs as KTO's unpaired format: each pair gives a desirable and an undesirable answer.
+
+    What is lost: KTO sees two labelled answers, not that they answer the same prompt, so it cannot compare them
+    with each other; each is judged against the batch's average log-ratio instead (kto_loss's reference point).
+    Returns a Dataset with 2 x len(pairs) rows: prompt, completion, label.
+    """
+    check_format(pairs, "preference", where="pairs")
+    rows = []
+    for row in pairs:
+        rows.append({"prompt": row["prompt"], "completion": row["chosen"], "label": True})
+        rows.append({"prompt": row["prompt"], "completion": row["rejected"], "label": False})
+    return Dataset.from_list(rows)
 
 
 def wording_overlap(held_out: list[str], train: list[str], names=(), n: int = 3) -> dict:

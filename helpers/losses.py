@@ -8,6 +8,8 @@ Each one is checked against the library's own computation on the same tensors (t
     ppo_clip_loss       PPO's clipped surrogate, a mean over tokens   = TRL GRPOTrainer's loss with beta=0, "bnpo"
     gae                 generalised advantage estimation, per token   (TRL has no PPO since 1.13: closed forms)
     grpo_advantages     rewards normalised within each prompt's group = TRL GRPOTrainer (scale_rewards="group")
+    grpo_loss           GRPO's loss and its variants (grpo, bnpo, dapo, dr_grpo) with the k3 KL = TRL GRPOTrainer
+    kto_loss            KTO on unpaired answers, per example          = TRL KTOTrainer (loss_type="kto")
 
 Shapes: B = examples (or completions), T = completion tokens, G = completions per prompt (group size).
 """
@@ -137,6 +139,73 @@ def grpo_advantages(rewards: torch.Tensor, group_size: int, scale: bool = True) 
     if scale:
         advantages = advantages / (groups.std(dim=1, keepdim=True) + 1e-4)
     return advantages.view(-1)
+
+
+GRPO_LOSS_TYPES = ("grpo", "bnpo", "dapo", "dr_grpo")
+
+
+def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Tensor | None, advantages: torch.Tensor,
+              mask: torch.Tensor, beta: float = 0.0, epsilon_low: float = 0.2, epsilon_high: float = 0.2,
+              loss_type: str = "dapo", max_completion_length: int | None = None,
+              use_bias_correction_kl: bool = True) -> torch.Tensor:
+    """GRPO's clipped surrogate plus its KL penalty, aggregated over tokens the way `loss_type` says. A scalar.
+
+    logps, old_logps: (B, T) per-token log-probs of the completions under the policy being trained and the one
+    that sampled them; ref_logps: (B, T) under the frozen reference (None when beta == 0); advantages: (B,), one
+    per completion (grpo_advantages); mask: (B, T), 1 on completion tokens.
+
+    Per token: -min(ratio * A, clip(ratio, 1 - epsilon_low, 1 + epsilon_high) * A) + beta * KL, with the k3
+    estimator KL = exp(ref - logp) - (ref - logp) - 1 (never negative, unbiased for KL(pi || ref) on samples from
+    pi; 05's PPO puts the k1 estimate logp - ref into the reward instead). TRL 1.16 multiplies that KL by the ratio
+    (use_bias_correction_kl, its default): the value is unchanged on-policy (ratio 1), but the gradient becomes
+    the exact gradient of KL(pi || ref) rather than a biased one. Then, what differs between variants:
+        grpo     mean over each completion's tokens, then over completions: a long answer's tokens weigh less
+        bnpo     mean over all tokens of the batch: every token weighs the same
+        dapo     TRL's default; the same mean over the tokens of the whole generation batch, which is bnpo when one
+                 process computes the loss without gradient accumulation (as here)
+        dr_grpo  sum over all tokens / (B x max_completion_length): a constant, so no length bias at all
+    """
+    if loss_type not in GRPO_LOSS_TYPES:
+        raise ValueError(f"loss_type={loss_type!r}: choose one of {GRPO_LOSS_TYPES}.")
+    if loss_type == "dr_grpo" and max_completion_length is None:
+        raise ValueError("loss_type='dr_grpo' divides by B x max_completion_length: pass max_completion_length "
+                         "(the GRPOConfig value the completions were generated with).")
+    if beta != 0.0 and ref_logps is None:
+        raise ValueError(f"beta={beta} adds a KL penalty to the reference model: pass ref_logps (B, T), or set beta=0.")
+    ratio = torch.exp(logps - old_logps)
+    advantages = advantages.unsqueeze(1)  # one advantage per completion, shared by its tokens
+    per_token = -torch.min(ratio * advantages,
+                           torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high) * advantages)
+    if beta != 0.0:
+        kl = torch.exp(ref_logps - logps) - (ref_logps - logps) - 1
+        per_token = per_token + beta * (kl * ratio if use_bias_correction_kl else kl)
+    if loss_type == "grpo":
+        return ((per_token * mask).sum(-1) / mask.sum(-1).clamp(min=1)).mean()
+    if loss_type == "dr_grpo":
+        return (per_token * mask).sum() / (per_token.shape[0] * max_completion_length)
+    return (per_token * mask).sum() / mask.sum().clamp(min=1)  # bnpo, and dapo on one process
+
+
+def kto_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, desirable: torch.Tensor, kl: torch.Tensor | float,
+             beta: float = 0.1, desirable_weight: float = 1.0,
+             undesirable_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Kahneman-Tversky Optimisation: each answer is only labelled good or bad, never paired with another.
+
+    policy_logps, ref_logps: (B,) summed log-probs of each answer under the policy and the frozen reference;
+    desirable: (B,) bool; kl: the scalar reference point z0, an estimate of KL(policy || reference) that gets no
+    gradient (TRL: the mean log-ratio of the batch's answers paired with *other* rows' prompts, clamped at 0).
+    With r = log(pi / pi_ref):
+        desirable     lambda_D * (1 - sigmoid(beta * (r - z0)))   good answers must gain more than the average
+        undesirable   lambda_U * (1 - sigmoid(beta * (z0 - r)))   bad ones must lose more than the average
+    Without z0 the model could raise every answer's probability at once; with it only the contrast pays.
+    Returns (losses, rewards), each (B,) in the input order; rewards = beta * r (detached).
+    """
+    z0 = torch.as_tensor(kl, dtype=policy_logps.dtype, device=policy_logps.device).detach().clamp(min=0)
+    logratios = policy_logps - ref_logps
+    losses = torch.where(desirable,
+                         desirable_weight * (1 - torch.sigmoid(beta * (logratios - z0))),
+                         undesirable_weight * (1 - torch.sigmoid(beta * (z0 - logratios))))
+    return losses, beta * logratios.detach()
 
 
 def check_grpo_batch(per_device_batch_size: int, gradient_accumulation_steps: int, num_generations: int,

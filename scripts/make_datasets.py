@@ -231,13 +231,17 @@ def preference_record(rng, ask_rng):
 
     The user asks either for just the value or for a full sentence; `chosen` answers the way the user asked,
     `rejected` gives the same (correct) fact the other way. Only reading the request separates them.
-    `ask_rng` makes the choices added after the first release, so `rng` draws exactly what it drew
-    before and the datasets generated after this one keep their bytes.
+    `rng` also draws a near-miss wrong value that no row uses any more, and `ask_rng` makes the choices added
+    later: together they keep these exact 700 pairs, the ones notebooks 05-07, 09 and the homework measured.
+    Redrawn pairs are no easier or harder, but at the cpu profile's scale (20 held-out prompts) the lessons moved
+    with them: on one redraw PPO's reward hacking did not show (gold rose by 0.20 [0.05, 0.40]) and DPO's
+    held-out reward accuracy rose by 0.30 [0.10, 0.45] instead of 0.45 [0.35, 0.50]. Change the draw only
+    together with a re-measurement of those notebooks.
     """
     name, facts = draw_gadget(rng)
     key = rng.choice(list(QUESTIONS))
     question, sentence, value = QUESTIONS[key]
-    if isinstance(facts[key], int):  # the old draw of a near-miss wrong value, kept so `rng` stays in step
+    if isinstance(facts[key], int):  # the unused near-miss draw (see the docstring)
         others = {v for v in facts.values() if isinstance(v, int)}
         wrong = facts[key]
         while wrong in others:
@@ -265,25 +269,6 @@ def make_preferences(rng, n_train=600, n_test=100):
 #    the value a Python function can check. (An earlier version held arithmetic word problems: SmolLM2-135M got
 #    under 5% of them right at temperature 1 and never used the answer tags, so GRPO had nothing to reinforce.)
 # ---------------------------------------------------------------------------------------------------------
-WORD_PROBLEMS = [  # the earlier arithmetic rows: still drawn, so `rng` stays in step for the datasets after
-    ("{name} has {a} apples and buys {b} more. How many apples does {name} have now?", "+"),
-    ("A shelf holds {a} books. {name} takes {b} of them away. How many books are left on the shelf?", "-"),
-    ("{name} packs {b} boxes with {a} pencils in each box. How many pencils are there in total?", "*"),
-    ("A bus carries {a} people. At the next stop {b} more get on. How many people are on the bus?", "+"),
-    ("{name} had {a} euros and spent {b} euros on lunch. How many euros does {name} have left?", "-"),
-    ("There are {b} rows of chairs with {a} chairs in each row. How many chairs are there?", "*"),
-]
-
-
-def draw_old_rl_rows(rng, n=400 + 64):
-    """Draw exactly what the arithmetic generator drew, duplicates included (its rows are discarded)."""
-    seen = set()
-    while len(seen) < n:
-        template, op = rng.choice(WORD_PROBLEMS)
-        a, b = (rng.randint(3, 12), rng.randint(2, 9)) if op == "*" else (rng.randint(10, 60), rng.randint(2, 9))
-        seen.add(template.format(name=rng.choice(FIRST_NAMES_TRAIN + FIRST_NAMES_TEST), a=a, b=b))
-
-
 def lookup_record(rng):
     """A question about one fact of a described gadget, asking for just the value; `answer` is that value."""
     name, facts = draw_gadget(rng)
@@ -294,12 +279,11 @@ def lookup_record(rng):
     return {"prompt": [{"role": "system", "content": SYSTEM}] + user(prompt), "answer": str(facts[key])}
 
 
-def make_rl(rng, n_train=400, n_test=64):
-    draw_old_rl_rows(rng)
-    own_rng = random.Random(f"{SEED}-rl")
+def make_rl(n_train=400, n_test=64):
+    rng = random.Random(f"{SEED}-rl")
     rows, seen = [], set()
     while len(rows) < n_train + n_test:
-        row = lookup_record(own_rng)
+        row = lookup_record(rng)
         if row["prompt"][-1]["content"] not in seen:
             seen.add(row["prompt"][-1]["content"])
             rows.append(row)
@@ -402,7 +386,7 @@ NOTES = ["Keep the receipt for warranty claims.", "The warranty does not cover d
          "Software updates are free for five years."]
 
 
-def make_retrieval(rng, dev_combos=16, test_combos=48):
+def make_retrieval(dev_combos=16, test_combos=48):
     """(train, dev, test, corpus): dev and test hold out whole (device, problem) combinations and ask about them
     only in the held-out wordings; dev is for choosing settings, test for reporting."""
     corpus, combos = [], []
@@ -412,6 +396,7 @@ def make_retrieval(rng, dev_combos=16, test_combos=48):
             fix = FIXES[(p_i + d_i) % len(FIXES)]  # fixes rotate so they do not give the problem away
             corpus.append({"id": pid, "text": f"{device}: if {problem}, do the following. {fix} {NOTES[d_i % len(NOTES)]}"})
             combos.append((d_i, p_i, pid))
+    rng = random.Random(f"{SEED}-retrieval")
     rng.shuffle(combos)
     held_test, held_dev, trained = combos[:test_combos], combos[test_combos:test_combos + dev_combos], \
         combos[test_combos + dev_combos:]
@@ -625,13 +610,13 @@ First row:
 
 
 def main(out=ASSETS):
-    rng = random.Random(SEED)
+    rng = random.Random(SEED)  # pre-training, SFT and preferences draw from it in turn; later datasets have their own
     datasets = {
         "pretrain": dict(zip(["train", "test"], make_pretrain(rng))),
         "sft": dict(zip(["train", "test"], make_sft(rng))) | {"dev": make_sft_dev()},
         "preferences": dict(zip(["train", "test"], make_preferences(rng))),
-        "rl": dict(zip(["train", "test"], make_rl(rng))),
-        "retrieval": dict(zip(["train", "dev", "test", "corpus"], make_retrieval(rng))),
+        "rl": dict(zip(["train", "test"], make_rl())),
+        "retrieval": dict(zip(["train", "dev", "test", "corpus"], make_retrieval())),
         "general": {"test": make_general()},
     }
     for name, splits in datasets.items():

@@ -21,13 +21,14 @@ def comparison():
 
 @pytest.fixture(scope="module")
 def sources():
-    return {name: record(name) for name in ("05_reward_model", "05_ppo", "06_dpo", "07_orpo", "08_grpo",
+    return {name: record(name) for name in ("05_reward_model", "05_ppo", "06_dpo", "06_kto", "07_orpo", "08_grpo",
                                             "08_grpo_rm")}
 
 
 def test_cost_columns_equal_the_records(comparison, sources):
-    rm, ppo, dpo, orpo, grpo, grpo_rm = sources.values()
+    rm, ppo, dpo, kto, orpo, grpo, grpo_rm = sources.values()
     median_step = {"SFT on chosen": orpo["sft_only_median_step_seconds"], "DPO": dpo["median_step_seconds"],
+                   "KTO": kto["median_step_seconds"],
                    "ORPO": orpo["median_step_seconds"], "PPO": ppo["median_step_seconds"],
                    "GRPO": grpo["median_step_seconds"], "GRPO (reward model)": grpo_rm["median_step_seconds"]}
     # ^ the trainers' own step times, first steps left out
@@ -35,6 +36,7 @@ def test_cost_columns_equal_the_records(comparison, sources):
         "SFT on chosen": (orpo["trainable_params"], orpo["steps"], orpo["sft_only_seconds"],
                           orpo["sft_only_peak_memory_mb"], orpo["weight_copies"]),
         "DPO": (dpo["trainable_params"], dpo["steps"], dpo["seconds"], dpo["peak_memory_mb"], dpo["weight_copies"]),
+        "KTO": (kto["trainable_params"], kto["steps"], kto["seconds"], kto["peak_memory_mb"], kto["weight_copies"]),
         "ORPO": (orpo["trainable_params"], orpo["steps"], orpo["seconds"], orpo["peak_memory_mb"],
                  orpo["weight_copies"]),
         # PPO's own run; its reward model's training is shown apart (reward_model_cost)
@@ -55,8 +57,8 @@ def test_cost_columns_equal_the_records(comparison, sources):
     assert comparison["reward_model_cost"]["training seconds"] == pytest.approx(rm["seconds"])
     assert comparison["needs"]["PPO"] == ", ".join(ppo["models_in_memory"])
     # the adapter-off reference is counted the same way everywhere: no method holds a copy for it
-    assert [table[m]["models in memory"] for m in ("DPO", "ORPO", "GRPO", "PPO", "GRPO (reward model)")] == [
-        1, 1, 1, 2, 2]
+    assert [table[m]["models in memory"] for m in ("DPO", "KTO", "ORPO", "GRPO", "PPO", "GRPO (reward model)")] == [
+        1, 1, 1, 1, 2, 2]
 
 
 def test_reloaded_adapters_and_judge_reproduce_their_notebooks(comparison, sources):
@@ -73,7 +75,7 @@ def test_the_comparison_is_reported_on_test_prompts_no_notebook_tuned_on(compari
     assert comparison["dev_pairs"] == max(profile.pref_eval_pairs, profile.ppo_eval_prompts)
     assert comparison["eval_prompts"] == 100 - comparison["dev_pairs"] >= 40  # the rest of the 100 held-out pairs
     methods = [row["method"] for row in comparison["rows"]]
-    assert methods == ["start (SFT model)", "SFT on chosen", "DPO", "ORPO", "PPO", "GRPO", "GRPO (reward model)"]
+    assert methods == ["start (SFT model)", "SFT on chosen", "DPO", "KTO", "ORPO", "PPO", "GRPO", "GRPO (reward model)"]
     assert len(comparison["generations"]) == 6
     assert all(set(methods) <= set(g) and g["fact"] in g["prompt"] for g in comparison["generations"])
 
@@ -95,7 +97,7 @@ def test_every_quality_value_has_its_interval_and_n(comparison):
 
 def test_each_claim_reads_its_state_from_the_intervals(comparison):
     claims, d = comparison["claims"], comparison["paired"]
-    assert len(claims) == 6 and all(c["state"] in ("holds", "within noise", "fails") for c in claims)
+    assert len(claims) == 7 and all(c["state"] in ("holds", "within noise", "fails") for c in claims)
     v = stats.verdict
     # start minus PPO on the same prompts: the negated difference, so "fell" reads as "holds"
     assert d["ppo_gold_fall"]["value"] == pytest.approx(-d["ppo_gold"]["value"])
@@ -103,7 +105,8 @@ def test_each_claim_reads_its_state_from_the_intervals(comparison):
     expected = {0: stats.combine(v(d["dpo_pref"]["ci95"]), v(d["orpo_pref"]["ci95"])),
                 2: v(d["orpo_sft_pref"]["ci95"]),
                 3: stats.combine(v(d["ppo_proxy"]["ci95"]), v(d["ppo_gold_fall"]["ci95"])),
-                4: stats.combine(v(d["reward_fact"]["ci95"]), v(d["reward_vs_rest"]["ci95"]))}
+                4: stats.combine(v(d["reward_fact"]["ci95"]), v(d["reward_vs_rest"]["ci95"])),
+                6: v(d["kto_pref"]["ci95"])}
     for i, state in expected.items():
         assert claims[i]["state"] == state, (claims[i], state)
     for diff in d.values():
@@ -119,8 +122,11 @@ def test_on_the_cpu_profile_the_claims_with_clear_intervals_hold(comparison):
     if comparison["profile"] != "cpu":
         pytest.skip("checked on the cpu profile; on a GPU profile the notebook reports the states")
     states = [c["state"] for c in comparison["claims"]]
-    assert states == ["holds"] * 6, comparison["claims"]
+    assert states[:6] == ["holds"] * 6, comparison["claims"]
     d = comparison["paired"]
+    # claim 7 (KTO over the start) held by a hair: +0.19 [+0.01, +0.36]. Asserted only with a margin: not "fails",
+    # and a point estimate above one test prompt's worth
+    assert states[6] in ("holds", "within noise") and d["kto_pref"]["value"] > 0.05, d["kto_pref"]
     assert d["ppo_proxy"]["ci95"][0] > 0.3 and d["ppo_gold"]["ci95"][1] < -0.1, (d["ppo_proxy"], d["ppo_gold"])
     assert d["grpo_ppo_fact"]["ci95"][0] > 0.5 and d["grpo_ppo_fact"]["p_mcnemar"] < 1e-3
     assert d["reward_fact"]["ci95"][0] > 0.4 and d["reward_fact"]["p_mcnemar"] < 1e-6, d["reward_fact"]

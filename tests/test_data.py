@@ -3,6 +3,7 @@ import json
 import pytest
 from datasets import Dataset
 
+import helpers
 from helpers.data import ASSETS, COURSE_DATASETS, check_format, load_course_dataset, wording_overlap
 
 
@@ -154,3 +155,21 @@ def test_general_text_is_general():
     for text in general:
         assert "{" not in text and "JSON" not in text
         assert not any(name in text for name in names), text
+
+
+def test_unpair_gives_each_pair_a_desirable_and_an_undesirable_answer_in_ktos_format():
+    pairs = load_course_dataset("preferences")["train"].select(range(3))
+    rows = helpers.unpair(pairs)
+    check_format(rows, "unpaired")
+    assert len(rows) == 6 and rows["label"] == [True, False] * 3
+    assert rows[0]["completion"] == pairs[0]["chosen"] and rows[1]["completion"] == pairs[0]["rejected"]
+    assert rows[0]["prompt"] == rows[1]["prompt"] == pairs[0]["prompt"]
+
+
+def test_a_label_that_is_not_a_bool_gets_a_conversion_hint():
+    data = Dataset.from_list([{"prompt": [{"role": "user", "content": "hi"}],
+                               "completion": [{"role": "assistant", "content": "hello"}], "label": "good"}])
+    with pytest.raises(ValueError) as error:
+        check_format(data, "unpaired")
+    assert "column 'label' must hold True (a desirable answer) or False" in str(error.value)
+    assert "dataset.map(" in str(error.value)

@@ -5,6 +5,7 @@ TRL 1.16 has no PPO trainer (it left in 1.13): ppo_clip_loss is checked against 
 is the same objective, and gae against its closed forms.
 """
 import copy
+import math
 import types
 import warnings
 
@@ -14,8 +15,8 @@ from torch.testing import assert_close
 from transformers import LlamaForCausalLM, LlamaForSequenceClassification
 
 import helpers
-from helpers.losses import (check_grpo_batch, dpo_loss, gae, grpo_advantages, orpo_loss, ppo_clip_loss,
-                            reward_model_loss, sequence_logps)
+from helpers.losses import (GRPO_LOSS_TYPES, check_grpo_batch, dpo_loss, gae, grpo_advantages, grpo_loss, kto_loss,
+                            orpo_loss, ppo_clip_loss, reward_model_loss, sequence_logps)
 
 warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated")
 
@@ -107,6 +108,62 @@ def test_dpo_loss_at_the_start_is_log2_with_zero_rewards():
     assert chosen.abs().max() == 0 and rejected.abs().max() == 0
 
 
+# ------------------------------------------------------------------------------------------ KTO
+def test_kto_loss_equals_kto_trainer(tokenizer, tmp_path, tiny_config):
+    from trl import KTOConfig, KTOTrainer
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_config())
+    args = KTOConfig(beta=0.3, desirable_weight=1.0, undesirable_weight=1.5, **common_args(tmp_path) |
+                     {"per_device_train_batch_size": 8})
+    trainer = KTOTrainer(model=model, ref_model=copy.deepcopy(model), args=args,
+                         train_dataset=helpers.unpair(preference_rows()), processing_class=tokenizer)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(8)])
+
+    def logps(net, prefix=""):
+        ids, attention, mask = batch[f"{prefix}input_ids"], batch[f"{prefix}attention_mask"], batch[f"{prefix}completion_mask"]
+        return sequence_logps(net(input_ids=ids, attention_mask=attention).logits[:, :-1], ids[:, 1:], mask[:, 1:])
+
+    # move the policy away from its reference copy so that the mismatched answers gain probability: then the
+    # reference point z0 is above 0 (a random nudge can leave it below, where TRL clamps it to 0 and it tests nothing)
+    optimizer = torch.optim.Adam(trainer.model.parameters(), lr=1e-2)
+    for _ in range(3):
+        optimizer.zero_grad()
+        (-logps(trainer.model, "KL_").sum()).backward()
+        optimizer.step()
+    theirs = trainer.compute_loss(trainer.model, dict(batch))
+
+    with torch.no_grad():  # z0: each answer after another row's prompt (the collator's KL_ sequences), averaged
+        kl = (logps(trainer.model, "KL_") - logps(trainer.ref_model, "KL_")).mean().clamp(min=0)
+        policy, ref = logps(trainer.model), logps(trainer.ref_model)
+    desirable = torch.as_tensor(batch["label"], dtype=torch.bool)
+    losses, rewards = kto_loss(policy, ref, desirable, kl, beta=0.3, desirable_weight=1.0, undesirable_weight=1.5)
+    assert_close(losses.mean(), theirs.detach(), rtol=1e-5, atol=1e-5)
+    metrics = trainer._metrics["train"]
+    assert metrics["kl"][-1] == pytest.approx(kl.item(), abs=1e-5)
+    assert metrics["rewards/chosen"][-1] == pytest.approx(rewards[desirable].mean().item(), abs=1e-5)
+    assert metrics["rewards/rejected"][-1] == pytest.approx(rewards[~desirable].mean().item(), abs=1e-5)
+    assert desirable.any() and (~desirable).any(), "the batch must hold both labels for the test to mean anything"
+    assert kl > 0.1, f"the reference point must be above 0 (got {kl.item():.3f}) for the test to check its use"
+
+
+def test_kto_loss_by_hand_and_its_reference_point():
+    good, bad = torch.tensor([True]), torch.tensor([False])
+    # policy == reference and z0 = 0: every answer sits at 1 - sigmoid(0) = 0.5, times its weight
+    assert kto_loss(torch.tensor([-5.0]), torch.tensor([-5.0]), good, 0.0)[0].item() == pytest.approx(0.5)
+    assert kto_loss(torch.tensor([-5.0]), torch.tensor([-5.0]), bad, 0.0, undesirable_weight=2.0)[0].item() == \
+        pytest.approx(1.0)
+    # a good answer raised by 2 nats when the average answer also rose by 2 gains nothing over z0 ...
+    assert kto_loss(torch.tensor([-3.0]), torch.tensor([-5.0]), good, 2.0)[0].item() == pytest.approx(0.5)
+    # ... and a negative KL estimate is clamped to 0, as TRL does: the same as passing 0
+    assert_close(kto_loss(torch.tensor([-3.0]), torch.tensor([-5.0]), good, -1.0)[0],
+                 kto_loss(torch.tensor([-3.0]), torch.tensor([-5.0]), good, 0.0)[0])
+    losses, rewards = kto_loss(torch.tensor([-3.0, -3.0]), torch.tensor([-5.0, -5.0]), torch.tensor([True, False]),
+                               0.0, beta=0.5)
+    assert_close(rewards, torch.tensor([1.0, 1.0]))  # beta * log-ratio
+    assert_close(losses, torch.stack([1 - torch.sigmoid(torch.tensor(1.0)), 1 - torch.sigmoid(torch.tensor(-1.0))]))
+
+
 # ------------------------------------------------------------------------------------------ ORPO
 def test_orpo_loss_equals_orpo_trainer_odds_ratio_term():
     from trl.experimental.orpo import ORPOTrainer
@@ -160,14 +217,19 @@ def test_grpo_advantages_equal_grpo_trainer(grpo_step, tokenizer):
     assert_close(grpo_advantages(rewards, group_size=4), inputs["advantages"], rtol=1e-4, atol=1e-4)
 
 
-def test_ppo_clip_loss_equals_grpo_clipped_surrogate(grpo_step):
-    trainer, inputs = grpo_step
+def completion_logps(trainer, inputs):
+    """(B, T) log-probs of the completion tokens under the trainer's model, as GRPO computes them."""
     ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
     attention = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
     n = inputs["completion_ids"].shape[1]
     with torch.no_grad():
         logits = trainer.model(input_ids=ids, attention_mask=attention).logits[:, -n - 1:-1]
-    logprobs = torch.gather(logits.log_softmax(-1), 2, inputs["completion_ids"].unsqueeze(-1)).squeeze(-1)
+    return torch.gather(logits.log_softmax(-1), 2, inputs["completion_ids"].unsqueeze(-1)).squeeze(-1)
+
+
+def test_ppo_clip_loss_equals_grpo_clipped_surrogate(grpo_step):
+    trainer, inputs = grpo_step
+    logprobs = completion_logps(trainer, inputs)
     torch.manual_seed(1)  # an older policy 0.3 nats away per token: some ratios fall outside [0.8, 1.2]
     old = logprobs + 0.3 * torch.randn_like(logprobs)
     inputs = dict(inputs, old_per_token_logps=old)
@@ -178,6 +240,68 @@ def test_ppo_clip_loss_equals_grpo_clipped_surrogate(grpo_step):
     assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
     ratio = torch.exp(logprobs - old)[inputs["completion_mask"].bool()]
     assert ((ratio < 0.8) | (ratio > 1.2)).any(), "some ratios must be clipped for the test to mean anything"
+
+
+def ragged(inputs, lengths=(12, 3, 7, 12, 5, 9, 2, 10)):
+    """The step's completions cut to different lengths (the tiny random model never ends one early), so that the
+    loss types, which differ in how they weigh long and short completions, give different values."""
+    mask = inputs["completion_mask"].clone()
+    for row, length in enumerate(lengths):
+        mask[row, length:] = 0
+    return dict(inputs, completion_mask=mask, num_items_in_batch=mask.sum())
+
+
+@pytest.mark.parametrize("loss_type", GRPO_LOSS_TYPES)
+@pytest.mark.parametrize("beta, corrected", [(0.0, True), (0.04, True), (0.04, False)])
+def test_grpo_loss_equals_grpo_trainer(grpo_step, loss_type, beta, corrected):
+    trainer, inputs = grpo_step
+    inputs = ragged(inputs)
+    logprobs = completion_logps(trainer, inputs)
+    torch.manual_seed(1)  # an older policy and a reference away from it, so the clip binds and the KL is not zero
+    old = logprobs + 0.3 * torch.randn_like(logprobs)
+    ref = logprobs + 0.5 * torch.randn_like(logprobs)
+    inputs = dict(inputs, old_per_token_logps=old, ref_per_token_logps=ref)
+    saved = trainer.loss_type, trainer.beta, trainer.epsilon_high, trainer.args.use_bias_correction_kl
+    trainer.loss_type, trainer.beta, trainer.epsilon_high = loss_type, beta, 0.28  # DAPO's asymmetric clip
+    trainer.args.use_bias_correction_kl = corrected
+    trainer.model.eval()  # eval mode: TRL divides by no gradient-accumulation count
+    try:
+        with torch.no_grad():
+            theirs = trainer._compute_loss(trainer.model, inputs)
+    finally:
+        trainer.loss_type, trainer.beta, trainer.epsilon_high, trainer.args.use_bias_correction_kl = saved
+    ours = grpo_loss(logprobs, old, ref if beta else None, inputs["advantages"], inputs["completion_mask"], beta=beta,
+                     epsilon_low=0.2, epsilon_high=0.28, loss_type=loss_type,
+                     max_completion_length=trainer.max_completion_length, use_bias_correction_kl=corrected)
+    assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_grpo_loss_types_differ_when_completion_lengths_do(grpo_step):
+    trainer, inputs = grpo_step
+    inputs = ragged(inputs)
+    mask = inputs["completion_mask"]
+    logprobs = completion_logps(trainer, inputs)
+    values = {t: grpo_loss(logprobs, logprobs, None, inputs["advantages"], mask, loss_type=t, max_completion_length=12)
+              for t in GRPO_LOSS_TYPES}
+    assert values["dapo"] == values["bnpo"]  # one process, no accumulation
+    assert len({round(values[t].item(), 6) for t in ("grpo", "bnpo", "dr_grpo")}) == 3
+
+
+def test_grpo_loss_refuses_what_it_cannot_compute():
+    x, a, m = torch.zeros(2, 3), torch.ones(2), torch.ones(2, 3)
+    with pytest.raises(ValueError, match="pass max_completion_length"):
+        grpo_loss(x, x, None, a, m, loss_type="dr_grpo")
+    with pytest.raises(ValueError, match="pass ref_logps"):
+        grpo_loss(x, x, None, a, m, beta=0.1)
+    with pytest.raises(ValueError, match="choose one of"):
+        grpo_loss(x, x, None, a, m, loss_type="ppo")
+
+
+def test_grpo_k3_kl_is_zero_at_the_reference_and_positive_away_from_it():
+    x, a, m = torch.full((1, 3), -1.0), torch.zeros(1), torch.ones(1, 3)
+    assert grpo_loss(x, x, x, a, m, beta=1.0).item() == 0  # zero advantage: only the KL term is left
+    away = grpo_loss(x, x, x + 0.5, a, m, beta=1.0).item()
+    assert away == pytest.approx(math.exp(0.5) - 0.5 - 1)  # e^d - d - 1 per token, d = ref - logp
 
 
 def test_ppo_clip_binds_only_where_it_helps_the_objective():
