@@ -99,14 +99,15 @@ def unpair(pairs: Dataset) -> Dataset:
 
     What is lost: KTO sees two labelled answers, not that they answer the same prompt, so it cannot compare them
     with each other; each is judged against the batch's average log-ratio instead (kto_loss's reference point).
+    Row order matters: TRL builds that reference point from each row's prompt with the *previous* row's answer
+    (in dataset order, before any shuffling), so a pair's two answers must never be neighbours, or half the
+    "mismatched" answers would answer their own prompt. Hence all chosen answers first, then all rejected ones.
     Returns a Dataset with 2 x len(pairs) rows: prompt, completion, label.
     """
     check_format(pairs, "preference", where="pairs")
-    rows = []
-    for row in pairs:
-        rows.append({"prompt": row["prompt"], "completion": row["chosen"], "label": True})
-        rows.append({"prompt": row["prompt"], "completion": row["rejected"], "label": False})
-    return Dataset.from_list(rows)
+    chosen = [{"prompt": row["prompt"], "completion": row["chosen"], "label": True} for row in pairs]
+    rejected = [{"prompt": row["prompt"], "completion": row["rejected"], "label": False} for row in pairs]
+    return Dataset.from_list(chosen + rejected)
 
 
 def wording_overlap(held_out: list[str], train: list[str], names=(), n: int = 3) -> dict:

@@ -157,13 +157,15 @@ def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Ten
     Per token: -min(ratio * A, clip(ratio, 1 - epsilon_low, 1 + epsilon_high) * A) + beta * KL, with the k3
     estimator KL = exp(ref - logp) - (ref - logp) - 1 (never negative, unbiased for KL(pi || ref) on samples from
     pi; 05's PPO puts the k1 estimate logp - ref into the reward instead). TRL 1.16 multiplies that KL by the ratio
-    (use_bias_correction_kl, its default): the value is unchanged on-policy (ratio 1), but the gradient becomes
-    the exact gradient of KL(pi || ref) rather than a biased one. Then, what differs between variants:
+    (use_bias_correction_kl, its default): the value is unchanged on-policy (ratio 1), but its gradient becomes an
+    unbiased estimate of the gradient of KL(pi || ref), token by token. Then, what differs between variants:
         grpo     mean over each completion's tokens, then over completions: a long answer's tokens weigh less
         bnpo     mean over all tokens of the batch: every token weighs the same
         dapo     TRL's default; the same mean over the tokens of the whole generation batch, which is bnpo when one
-                 process computes the loss without gradient accumulation (as here)
+                 process computes it with no gradient accumulation and steps_per_generation = 1 (as here)
         dr_grpo  sum over all tokens / (B x max_completion_length): a constant, so no length bias at all
+    In training TRL also divides grpo, bnpo and dr_grpo by the gradient-accumulation steps; this is the loss of
+    one batch (TRL's in eval mode).
     """
     if loss_type not in GRPO_LOSS_TYPES:
         raise ValueError(f"loss_type={loss_type!r}: choose one of {GRPO_LOSS_TYPES}.")
@@ -201,6 +203,7 @@ def kto_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, desirable: tor
     Returns (losses, rewards), each (B,) in the input order; rewards = beta * r (detached).
     """
     z0 = torch.as_tensor(kl, dtype=policy_logps.dtype, device=policy_logps.device).detach().clamp(min=0)
+    desirable = torch.as_tensor(desirable, dtype=torch.bool, device=policy_logps.device)
     logratios = policy_logps - ref_logps
     losses = torch.where(desirable,
                          desirable_weight * (1 - torch.sigmoid(beta * (logratios - z0))),

@@ -161,9 +161,11 @@ def test_unpair_gives_each_pair_a_desirable_and_an_undesirable_answer_in_ktos_fo
     pairs = load_course_dataset("preferences")["train"].select(range(3))
     rows = helpers.unpair(pairs)
     check_format(rows, "unpaired")
-    assert len(rows) == 6 and rows["label"] == [True, False] * 3
-    assert rows[0]["completion"] == pairs[0]["chosen"] and rows[1]["completion"] == pairs[0]["rejected"]
-    assert rows[0]["prompt"] == rows[1]["prompt"] == pairs[0]["prompt"]
+    assert len(rows) == 6 and rows["label"] == [True] * 3 + [False] * 3
+    assert rows[0]["completion"] == pairs[0]["chosen"] and rows[3]["completion"] == pairs[0]["rejected"]
+    assert rows[0]["prompt"] == rows[3]["prompt"] == pairs[0]["prompt"]
+    # TRL pairs each row's prompt with the previous row's answer for KTO's reference point: never its own pair's
+    assert all(rows[i]["prompt"] != rows[i - 1]["prompt"] for i in range(len(rows)))
 
 
 def test_a_label_that_is_not_a_bool_gets_a_conversion_hint():
