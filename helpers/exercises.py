@@ -157,6 +157,27 @@ def check_fact_checked_reward(fn, number: int = 2) -> bool:
     return _correct(number)
 
 
+
+def check_best_of_n_by_sampling(fn, number: int = 4) -> bool:
+    """fn(scores (P, N), values (P, N), n, draws) -> (P,): per prompt, the mean value of the answer best-of-n keeps
+    over `draws` random draws of n of the N answers (without replacement; keep the highest score). The Monte-Carlo
+    version of helpers.stats.best_of_n, which it must match within sampling noise."""
+    from .stats import best_of_n
+
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(4, 8, generator=generator)
+    values = (scores + torch.randn(4, 8, generator=generator) > 0).float()  # a 0/1 judge that partly agrees
+    try:
+        got = fn(scores, values, 3, 4000)
+    except NotImplementedError:
+        return _not_done(number, fn)
+    got = torch.as_tensor(got, dtype=torch.float64)
+    assert got.shape == (4,), f"one value per prompt: shape (4,) for 4 prompts, not {tuple(got.shape)}"
+    # 4000 draws of a 0/1 value: a standard error of at most 0.008, so 0.05 is six of them
+    assert_close(got, best_of_n(scores, values, 3), atol=0.05, rtol=0,
+                 msg=lambda m: f"best-of-3 of 8 answers per prompt, 4000 draws: {m}")
+    return _correct(number)
+
 # 06 -------------------------------------------------------------------------------------------------------------
 def check_implicit_margin(fn, policy_logps: dict, reference_logps: dict, beta: float, number: int = 1) -> bool:
     """fn(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta) -> the mean implicit reward margin.

@@ -276,8 +276,9 @@ def matmul_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 3, budget
     or at a smaller n where a slow kernel (bfloat16 converted in software on an older CPU) would take much longer
     than `budget_s` in all, so that start-up stays short on any machine."""
     n = 256
+    generator = torch.Generator().manual_seed(0)  # its own: a notebook's set_seed stream must not depend on the cache
     while True:
-        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+        a, b = (torch.randn(n, n, generator=generator).to(dtype) for _ in range(2))
         a @ b  # the first call picks and prepares the kernel (oneDNN / AMX)
         start = time.perf_counter()
         a @ b

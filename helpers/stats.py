@@ -101,3 +101,31 @@ def before_after_table(intervals: dict, digits: int = 2):
     return pd.DataFrame({name: {"before": shown(r["before"], digits), "after": shown(r["after"], digits),
                                 "change": shown(r["change"], digits), "direction": r["direction"],
                                 "n": r["change"]["n"]} for name, r in intervals.items()}).T
+
+
+def best_of_n(scores, values, n: int) -> torch.Tensor:
+    """Best-of-n sampling, read off N >= n answers already sampled per prompt: the expected value of the answer it
+    keeps, per prompt, averaged over every way of drawing n of the N (an unbiased estimate, no resampling noise).
+
+    scores: (P, N), what ranks the answers (the reward model: best-of-n keeps the highest); values: (P, N), what is
+    read off the kept answer (the score itself, or the gold judge). Returns (P,).
+    Sorted by score, the i-th lowest answer (i = 1..N) is the best of C(i-1, n-1) of the C(N, n) draws of n;
+    equal scores rank by sample order (a later sample counts as higher).
+    """
+    scores = torch.as_tensor(scores, dtype=torch.float64)
+    values = torch.as_tensor(values, dtype=torch.float64)
+    if scores.shape != values.shape or scores.dim() != 2:
+        raise ValueError(f"best_of_n: scores {tuple(scores.shape)} and values {tuple(values.shape)} must both be "
+                         "(prompts, samples per prompt)")
+    N = scores.shape[1]
+    if not 1 <= n <= N:
+        raise ValueError(f"best_of_n: n = {n} needs 1 <= n <= {N}, the answers sampled per prompt; sample more")
+    ranked = values.gather(1, scores.argsort(dim=1, stable=True))  # (P, N), by score, lowest first
+    weights = torch.tensor([math.comb(i, n - 1) for i in range(N)], dtype=torch.float64) / math.comb(N, n)
+    return ranked @ weights
+
+
+def best_of_n_kl(n: int) -> float:
+    """KL(best-of-n || the sampler) in nats, the usual analytic value log n - (n - 1) / n: exact when no two
+    answers tie, an upper bound otherwise (Beirami et al., 2024). 0 for n = 1, about log n for large n."""
+    return math.log(n) - (n - 1) / n

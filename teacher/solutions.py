@@ -78,6 +78,14 @@ def fact_checked_reward(scores, answers, facts):
     return torch.as_tensor(scores, dtype=torch.float) - 5.0 * missing
 
 
+
+@solves("05")
+def best_of_n_by_sampling(scores, values, n, draws):
+    P, N = scores.shape
+    picks = torch.rand(draws, P, N).argsort(-1)[..., :n]  # (draws, P, n): n of the N answers, no repeats
+    best = picks.gather(-1, scores.expand(draws, P, N).gather(-1, picks).argmax(-1, keepdim=True))  # (draws, P, 1)
+    return values.expand(draws, P, N).gather(-1, best).squeeze(-1).mean(0)  # (P,)
+
 @solves("06")
 def implicit_margin(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
     chosen_rewards = beta * (policy_chosen - ref_chosen)

@@ -171,6 +171,19 @@ def test_fact_checked_reward(capsys):
             lambda s, a, f: s - torch.tensor([float(x not in y) for y, x in zip(a, f)]))
 
 
+
+def test_best_of_n_by_sampling(capsys):
+    passes(exercises.check_best_of_n_by_sampling, solution("best_of_n_by_sampling"), capsys=capsys)
+    waits(exercises.check_best_of_n_by_sampling, capsys=capsys)
+
+    def lowest(scores, values, n, draws):  # keeps the lowest score instead of the highest
+        return solution("best_of_n_by_sampling")(-scores, values, n, draws)
+
+    with pytest.raises(AssertionError, match="best-of-3 of 8 answers per prompt, 4000 draws"):
+        exercises.check_best_of_n_by_sampling(lowest)
+    with pytest.raises(AssertionError, match="one value per prompt"):
+        exercises.check_best_of_n_by_sampling(lambda scores, values, n, draws: values.mean())
+
 # 06 -------------------------------------------------------------------------------------------------------------
 def test_implicit_margin(capsys):
     torch.manual_seed(0)

@@ -1,5 +1,7 @@
 """The preference-tuning effects notebooks 05-08 claim, checked on the numbers they wrote to runs/ (held-out data)."""
 
+import math
+
 import pytest
 import torch
 from notebook_records import record
@@ -67,6 +69,42 @@ def test_ppo_reward_is_hacked_not_earned(ppo):
     assert all(p <= r + 1e-6 for p, r in zip(ppo["penalised_reward_curve"], ppo["reward_curve"]))
     assert ppo["kl_curve"][0] < 0.05 < max(ppo["kl_curve"]), ppo["kl_curve"]
 
+
+
+@pytest.fixture(scope="module")
+def overoptimisation():
+    return record("05_overoptimisation")
+
+
+def test_overoptimisation_points_put_proxy_and_gold_against_kl(overoptimisation, ppo, profile):
+    """Issue 21: per point kl, proxy and gold; one point per PPO step (its training samples, the same numbers as
+    05_ppo's curves), one per best-of-n (the analytic KL), and PPO's end on the held-out prompts."""
+    run, points = overoptimisation, overoptimisation["points"]
+    assert run["profile"] == profile.name and run["eval_prompts"] == profile.ppo_eval_prompts
+    assert run["max_new_tokens"] == profile.ppo_max_new_tokens
+    assert all({"method", "kl", "proxy", "gold"} <= set(p) and 0 <= p["gold"] <= 1 for p in points), points
+    steps = [p for p in points if p["method"] == "ppo"]
+    assert [p["step"] for p in steps] == list(range(profile.ppo_steps))
+    assert [p["kl"] for p in steps] == pytest.approx(ppo["kl_curve"])
+    assert [p["proxy"] for p in steps] == pytest.approx(ppo["reward_curve"])
+    best_of = [p for p in points if p["method"] == "best_of_n"]
+    ns = [p["n"] for p in best_of]
+    assert ns[0] == 1 and ns[-1] == run["best_of"] and ns == sorted(ns), ns
+    assert [p["kl"] for p in best_of] == pytest.approx([math.log(n) - (n - 1) / n for n in ns])
+    assert [p["gold"] for p in best_of] == pytest.approx([run["best_of_n"][str(n)]["gold"]["value"] for n in ns])
+    (end,) = [p for p in points if p["method"] == "ppo_final"]
+    assert end["proxy"] == pytest.approx(run["after"]["proxy"]) and end["gold"] == pytest.approx(run["after"]["gold"])
+    assert run["before"]["kl"] == 0 and run["before"]["gold"] == pytest.approx(best_of[0]["gold"])
+
+
+def test_best_of_n_buys_proxy_and_the_gold_judge_does_not_fall(overoptimisation):
+    """Keeping the highest-scored of n samples raises the proxy (paired over the held-out prompts); at best-of-n's
+    small KL the gold judge does not fall: the reward model's ranking agrees with it on form (notebook 05, sec. 10).
+    Measured on 20 prompts (cpu): proxy +1.46 [1.14, 1.83] at n = 8, gold +0.13 [0.03, 0.26]."""
+    claims = overoptimisation["claims"]
+    proxy, gold = claims["best-of-n minus sampler, proxy"], claims["best-of-n minus sampler, gold"]
+    assert proxy["n"] == overoptimisation["eval_prompts"] and proxy["ci95"][0] > 0.3, proxy
+    assert gold["ci95"][1] > 0, gold
 
 @pytest.fixture(scope="module")
 def dpo():
@@ -219,7 +257,8 @@ def grpo_rm():
 
 
 WITH_INTERVALS = {  # record -> how many held-out prompts or pairs its before/after were measured on
-    "05_reward_model": "eval_pairs", "05_ppo": "eval_prompts", "06_dpo": "eval_pairs", "06_kto": "eval_pairs",
+    "05_reward_model": "eval_pairs", "05_ppo": "eval_prompts", "05_overoptimisation": "eval_prompts",
+    "06_dpo": "eval_pairs", "06_kto": "eval_pairs",
     "07_orpo": "eval_pairs",
     "08_grpo": "eval_prompts", "08_grpo_rm": "eval_prompts"}
 

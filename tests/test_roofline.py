@@ -146,3 +146,20 @@ def test_the_matmul_probe_measures_fast_and_slow_kernels():
     assert matmul_gflops(torch.float32, size=512) > 1
     # float16 has no fast CPU kernel here (about 1 GFLOP/s): the probe sizes itself down instead of taking minutes
     assert matmul_gflops(torch.float16, budget_s=0.05) > 0
+
+
+def test_the_hardware_probe_leaves_the_notebooks_random_stream_alone(tmp_path, monkeypatch):
+    """Bug: the probe drew its test matrices from torch's global generator, and only when runs/machine.json was not
+    cached yet. A notebook calls set_seed(0) and then select_profile(), so the first notebook of a fresh run drew
+    other random numbers than a rerun: notebook 05 run first on a fresh clone trained another reward-model head
+    (margin 4.2 instead of 5.2) and a PPO run that found no reward hack."""
+    import helpers.tracking
+    from helpers.profiles import measure_cpu_gflops
+
+    monkeypatch.setattr(helpers.tracking, "RUNS", tmp_path)  # no cache: the probe measures
+    torch.manual_seed(0)
+    measure_cpu_gflops()
+    after_probe = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(after_probe, torch.rand(3)), "the probe moved torch's global random stream"
+    assert (tmp_path / "machine.json").exists()

@@ -1,4 +1,6 @@
 """helpers.stats: bootstrap intervals against a known distribution, exact tests against scipy."""
+import math
+
 import pytest
 import torch
 
@@ -58,3 +60,32 @@ def test_before_after_pairs_the_prompts():
     assert table.loc["right fact", "change"] == "0.25 " + "[{:.2f}, {:.2f}]".format(*fact["change"]["ci95"])
     with pytest.raises(ValueError, match="same prompts"):
         stats.before_after({"x": before}, {"x": before[:10]})
+
+
+def test_best_of_n_equals_the_average_over_every_draw():
+    """best_of_n's closed form against brute force: every n-subset of the N samples, keep the best by score."""
+    import itertools
+
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 4, (3, 6), generator=generator).double()  # small integers: ties happen
+    values = torch.randn(3, 6, generator=generator, dtype=torch.float64)
+    for n in range(1, 7):
+        expected = []
+        for row_scores, row_values in zip(scores, values):
+            kept = []
+            for draw in itertools.combinations(range(6), n):
+                best = max(draw, key=lambda i: (row_scores[i].item(), i))  # ties: the later sample
+                kept.append(row_values[best].item())
+            expected.append(sum(kept) / len(kept))
+        torch.testing.assert_close(stats.best_of_n(scores, values, n), torch.tensor(expected, dtype=torch.float64))
+    torch.testing.assert_close(stats.best_of_n(scores, values, 1), values.mean(1))  # n = 1: the sampler itself
+    with pytest.raises(ValueError, match="n = 7 needs 1 <= n <= 6, the answers sampled per prompt"):
+        stats.best_of_n(scores, values, 7)
+    with pytest.raises(ValueError, match=r"must both be \(prompts, samples per prompt\)"):
+        stats.best_of_n(scores[0], values[0], 2)
+
+
+def test_best_of_n_kl_is_the_analytic_value():
+    assert stats.best_of_n_kl(1) == 0.0
+    assert stats.best_of_n_kl(2) == pytest.approx(math.log(2) - 0.5)
+    assert stats.best_of_n_kl(16) == pytest.approx(2.7726 - 0.9375, abs=1e-4)
