@@ -209,6 +209,27 @@ def check_closest_to_reference(fn, results: dict, number: int = 2) -> bool:
     return _correct(number)
 
 
+
+def check_kto_weights(fn, rows, number: int = 3) -> bool:
+    """fn(labels: list[bool], True = desirable) -> (desirable_weight, undesirable_weight): positive weights with
+    desirable_weight * n_desirable / (undesirable_weight * n_undesirable) between 1 and 4/3, TRL's advice for KTO
+    when one kind of feedback is rarer. rows: the notebook's unpaired rows (their "label" column), tried first."""
+    cases = [list(rows["label"]), [True] * 4 + [False] * 4, [True] * 3 + [False] * 9, [True] * 10 + [False] * 1,
+             [True] * 1 + [False] * 30]
+    try:
+        results = [fn(labels) for labels in cases]
+    except NotImplementedError:
+        return _not_done(number, fn)
+    for labels, got in zip(cases, results):
+        desirable, undesirable = (float(w) for w in got)
+        n_d, n_u = sum(labels), len(labels) - sum(labels)
+        assert desirable > 0 and undesirable > 0, f"{n_d} desirable, {n_u} undesirable: weights must be positive, " \
+                                                  f"not {got}"
+        ratio = desirable * n_d / (undesirable * n_u)
+        assert 1 - 1e-9 <= ratio <= 4 / 3 + 1e-9, \
+            f"{n_d} desirable, {n_u} undesirable: your weights {got} give a ratio of {ratio:.3f}, not in [1, 4/3]"
+    return _correct(number, f" the notebook's rows: {tuple(round(float(w), 3) for w in results[0])}")
+
 # 07 -------------------------------------------------------------------------------------------------------------
 def check_log_odds_ratio(fn, chosen_logps, rejected_logps, number: int = 1) -> bool:
     """fn(chosen (N,), rejected (N,)) -> (N,) log odds ratios of length-averaged log-probabilities."""

@@ -99,6 +99,15 @@ def closest_to_reference(results):
                + abs(results[beta]["log_ratio_rejected"]))
 
 
+
+@solves("06")
+def kto_weights(labels):
+    n_desirable = sum(labels)
+    n_undesirable = len(labels) - n_desirable
+    if n_desirable >= n_undesirable:  # the rarer kind weighs more, so that both kinds pull equally: ratio 1
+        return 1.0, n_desirable / n_undesirable
+    return n_undesirable / n_desirable, 1.0
+
 @solves("07")
 def log_odds_ratio(chosen_logps, rejected_logps):
     def log_odds(logp):  # log(p / (1 - p)) from log p
