@@ -176,6 +176,10 @@ def check_best_of_n_by_sampling(fn, number: int = 4) -> bool:
     # 4000 draws of a 0/1 value: a standard error of at most 0.008, so 0.05 is six of them
     assert_close(got, best_of_n(scores, values, 3), atol=0.05, rtol=0,
                  msg=lambda m: f"best-of-3 of 8 answers per prompt, 4000 draws: {m}")
+    # best-of-8 of 8 keeps the top answer in every draw, unless the draws repeat answers
+    assert_close(torch.as_tensor(fn(scores, values, 8, 200), dtype=torch.float64), best_of_n(scores, values, 8),
+                 atol=1e-6, rtol=0, msg=lambda m: f"best-of-8 of 8 answers must keep the top-scored one every time "
+                                                  f"(draw without repeats): {m}")
     return _correct(number)
 
 # 06 -------------------------------------------------------------------------------------------------------------

@@ -121,11 +121,13 @@ def best_of_n(scores, values, n: int) -> torch.Tensor:
     if not 1 <= n <= N:
         raise ValueError(f"best_of_n: n = {n} needs 1 <= n <= {N}, the answers sampled per prompt; sample more")
     ranked = values.gather(1, scores.argsort(dim=1, stable=True))  # (P, N), by score, lowest first
-    weights = torch.tensor([math.comb(i, n - 1) for i in range(N)], dtype=torch.float64) / math.comb(N, n)
+    weights = torch.tensor([math.comb(i, n - 1) for i in range(N)], dtype=torch.float64,
+                           device=values.device) / math.comb(N, n)
     return ranked @ weights
 
 
 def best_of_n_kl(n: int) -> float:
-    """KL(best-of-n || the sampler) in nats, the usual analytic value log n - (n - 1) / n: exact when no two
-    answers tie, an upper bound otherwise (Beirami et al., 2024). 0 for n = 1, about log n for large n."""
+    """KL(best-of-n || the sampler) in nats, the usual analytic value log n - (n - 1) / n. It is an upper bound,
+    reached only when no single answer has a noticeable probability (Beirami et al., 2024): short answers that the
+    sampler repeats make the true KL smaller. 0 for n = 1, about log n for large n."""
     return math.log(n) - (n - 1) / n

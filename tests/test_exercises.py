@@ -184,6 +184,15 @@ def test_best_of_n_by_sampling(capsys):
     with pytest.raises(AssertionError, match="one value per prompt"):
         exercises.check_best_of_n_by_sampling(lambda scores, values, n, draws: values.mean())
 
+    def with_repeats(scores, values, n, draws):  # draws n answers with replacement
+        P, N = scores.shape
+        picks = torch.randint(0, N, (draws, P, n))
+        best = picks.gather(-1, scores.expand(draws, P, N).gather(-1, picks).argmax(-1, keepdim=True))
+        return values.expand(draws, P, N).gather(-1, best).squeeze(-1).mean(0)
+
+    with pytest.raises(AssertionError, match="draw without repeats"):
+        exercises.check_best_of_n_by_sampling(with_repeats)
+
 # 06 -------------------------------------------------------------------------------------------------------------
 def test_implicit_margin(capsys):
     torch.manual_seed(0)
