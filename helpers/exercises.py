@@ -157,7 +157,6 @@ def check_fact_checked_reward(fn, number: int = 2) -> bool:
     return _correct(number)
 
 
-
 def check_best_of_n_by_sampling(fn, number: int = 4) -> bool:
     """fn(scores (P, N), values (P, N), n, draws) -> (P,): per prompt, the mean value of the answer best-of-n keeps
     over `draws` random draws of n of the N answers (without replacement; keep the highest score). The Monte-Carlo
@@ -181,6 +180,7 @@ def check_best_of_n_by_sampling(fn, number: int = 4) -> bool:
                  atol=1e-6, rtol=0, msg=lambda m: f"best-of-8 of 8 answers must keep the top-scored one every time "
                                                   f"(draw without repeats): {m}")
     return _correct(number)
+
 
 # 06 -------------------------------------------------------------------------------------------------------------
 def check_implicit_margin(fn, policy_logps: dict, reference_logps: dict, beta: float, number: int = 1) -> bool:
@@ -213,7 +213,6 @@ def check_closest_to_reference(fn, results: dict, number: int = 2) -> bool:
     return _correct(number)
 
 
-
 def check_kto_weights(fn, rows, number: int = 3) -> bool:
     """fn(labels: list[bool], True = desirable) -> (desirable_weight, undesirable_weight): positive weights with
     desirable_weight * n_desirable / (undesirable_weight * n_undesirable) between 1 and 4/3, TRL's advice for KTO
@@ -233,6 +232,7 @@ def check_kto_weights(fn, rows, number: int = 3) -> bool:
         assert 1 - 1e-9 <= ratio <= 4 / 3 + 1e-9, \
             f"{n_d} desirable, {n_u} undesirable: your weights {got} give a ratio of {ratio:.3f}, not in [1, 4/3]"
     return _correct(number, f" the notebook's rows: {tuple(round(float(w), 3) for w in results[0])}")
+
 
 # 07 -------------------------------------------------------------------------------------------------------------
 def check_log_odds_ratio(fn, chosen_logps, rejected_logps, number: int = 1) -> bool:

@@ -78,13 +78,13 @@ def fact_checked_reward(scores, answers, facts):
     return torch.as_tensor(scores, dtype=torch.float) - 5.0 * missing
 
 
-
 @solves("05")
 def best_of_n_by_sampling(scores, values, n, draws):
     P, N = scores.shape
     picks = torch.rand(draws, P, N).argsort(-1)[..., :n]  # (draws, P, n): n of the N answers, no repeats
     best = picks.gather(-1, scores.expand(draws, P, N).gather(-1, picks).argmax(-1, keepdim=True))  # (draws, P, 1)
     return values.expand(draws, P, N).gather(-1, best).squeeze(-1).mean(0)  # (P,)
+
 
 @solves("06")
 def implicit_margin(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta):
@@ -99,7 +99,6 @@ def closest_to_reference(results):
                + abs(results[beta]["log_ratio_rejected"]))
 
 
-
 @solves("06")
 def kto_weights(labels):
     n_desirable = sum(labels)
@@ -107,6 +106,7 @@ def kto_weights(labels):
     if n_desirable >= n_undesirable:  # the rarer kind weighs more, so that both kinds pull equally: ratio 1
         return 1.0, n_desirable / n_undesirable
     return n_undesirable / n_desirable, 1.0
+
 
 @solves("07")
 def log_odds_ratio(chosen_logps, rejected_logps):

@@ -171,7 +171,6 @@ def test_fact_checked_reward(capsys):
             lambda s, a, f: s - torch.tensor([float(x not in y) for y, x in zip(a, f)]))
 
 
-
 def test_best_of_n_by_sampling(capsys):
     passes(exercises.check_best_of_n_by_sampling, solution("best_of_n_by_sampling"), capsys=capsys)
     waits(exercises.check_best_of_n_by_sampling, capsys=capsys)
@@ -192,6 +191,7 @@ def test_best_of_n_by_sampling(capsys):
 
     with pytest.raises(AssertionError, match="draw without repeats"):
         exercises.check_best_of_n_by_sampling(with_repeats)
+
 
 # 06 -------------------------------------------------------------------------------------------------------------
 def test_implicit_margin(capsys):
@@ -223,17 +223,18 @@ def test_closest_to_reference(capsys):
             lambda r: min(r, key=lambda b: abs(r[b]["log_ratio_chosen"])), results)
 
 
-
 def test_kto_weights(capsys):
     rows = {"label": [True] * 6 + [False] * 6}
     passes(exercises.check_kto_weights, solution("kto_weights"), rows, capsys=capsys)
     waits(exercises.check_kto_weights, rows, capsys=capsys)
     with pytest.raises(AssertionError, match=r"3 desirable, 9 undesirable: your weights \(1.0, 1.0\) give a ratio"):
         exercises.check_kto_weights(lambda labels: (1.0, 1.0), rows)  # right only when the kinds are balanced
-    with pytest.raises(AssertionError, match=r"3 desirable, 9 undesirable: your weights \(1.0, 3.0\) give a ratio of 0.111"):  # swapped
+    swapped = r"3 desirable, 9 undesirable: your weights \(1.0, 3.0\) give a ratio of 0.111"
+    with pytest.raises(AssertionError, match=swapped):
         exercises.check_kto_weights(lambda labels: tuple(reversed(solution("kto_weights")(labels))), rows)
     with pytest.raises(AssertionError, match="weights must be positive"):
         exercises.check_kto_weights(lambda labels: (0.0, 0.0), rows)
+
 
 # 07 -------------------------------------------------------------------------------------------------------------
 def test_log_odds_ratio(capsys):

@@ -70,7 +70,6 @@ def test_ppo_reward_is_hacked_not_earned(ppo):
     assert ppo["kl_curve"][0] < 0.05 < max(ppo["kl_curve"]), ppo["kl_curve"]
 
 
-
 @pytest.fixture(scope="module")
 def overoptimisation():
     return record("05_overoptimisation")
@@ -105,6 +104,7 @@ def test_best_of_n_buys_proxy_and_the_gold_judge_does_not_fall(overoptimisation)
     proxy, gold = claims["best-of-n minus sampler, proxy"], claims["best-of-n minus sampler, gold"]
     assert proxy["n"] == overoptimisation["eval_prompts"] and proxy["ci95"][0] > 0.3, proxy
     assert gold["ci95"][1] > 0, gold
+
 
 @pytest.fixture(scope="module")
 def dpo():
