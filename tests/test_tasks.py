@@ -133,3 +133,64 @@ def test_completion_losses_average_to_trls_eval_loss_at_batch_size_one(method, t
     assert losses.shape == (6,)
     assert losses.mean().item() == pytest.approx(trainer.evaluate()["eval_loss"], rel=1e-4)
     assert losses.std().item() > 0  # one loss per example, not the batch mean repeated
+
+
+# ------------------------------------------------------------------------------------------ greedy decoding
+def _hf_answers(model, tokenizer, prompts, max_new_tokens):
+    """What helpers.generate returned before greedy_decode: transformers' generate, greedy, left padding."""
+    import torch
+
+    tokenizer.padding_side = "left"
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    with torch.no_grad():
+        output = model.eval().generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                       pad_token_id=tokenizer.pad_token_id)
+    return batch, output[:, batch["input_ids"].shape[1]:]
+
+
+def test_greedy_decode_gives_generates_tokens_while_answers_end_at_different_steps(tokenizer):
+    """greedy_decode drops an ended answer's rows from the batch and its KV cache. Its tokens must be generate's,
+    on the course model and prompts whose answers end at several different steps (the rows that leave the batch
+    are then in the middle of it) and where some run to the token limit."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import helpers
+    from helpers.tasks import greedy_decode
+
+    model = AutoModelForCausalLM.from_pretrained(helpers.model_path("HuggingFaceTB/SmolLM2-135M-Instruct"),
+                                                 dtype=torch.float32).eval()
+    prompts = helpers.load_course_dataset("rl")["test"].select(range(12))["prompt"]  # 08's questions
+    batch, reference = _hf_answers(model, tokenizer, prompts, 20)
+    end = tokenizer.eos_token_id
+    first_end = [int((row == end).nonzero()[0]) if (row == end).any() else None for row in reference]
+    assert len({s for s in first_end if s is not None}) >= 3 and None in first_end, first_end  # a real test
+    with torch.no_grad():
+        ours = greedy_decode(model, batch["input_ids"], batch["attention_mask"], 20, [end], tokenizer.pad_token_id)
+    assert torch.equal(ours, reference)
+
+
+def test_generate_takes_the_fast_path_only_where_it_equals_generate(tokenizer, tiny_config):
+    """LoRA: greedy_decode. A soft prompt (prompt tuning) and a repetition penalty (Qwen2.5's generation config):
+    transformers' generate, whose result greedy_decode would not reproduce. All three answer as generate does."""
+    import torch
+    from peft import LoraConfig, PromptTuningConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    import helpers
+    from helpers.tasks import _plain_greedy
+
+    prompts = helpers.load_course_dataset("preferences")["test"].select(range(6))["prompt"]
+    for config in (LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False),
+                   PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4), None):
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(tiny_config())
+        if config is None:
+            model.generation_config.repetition_penalty = 1.3
+        else:
+            model = get_peft_model(model, config)
+        assert _plain_greedy(model) == isinstance(config, LoraConfig)
+        _, reference = _hf_answers(model, tokenizer, prompts, 10)
+        expected = [a.strip() for a in tokenizer.batch_decode(reference, skip_special_tokens=True)]
+        assert helpers.generate(model, tokenizer, prompts, max_new_tokens=10, batch_size=4) == expected
