@@ -22,15 +22,16 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 
     """
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     answers, truncated = [], []
+    end_tokens = _end_tokens(model, tokenizer) if _plain_greedy(model) else None  # None: transformers' generate
     try:
         with evaluating(model):
             for start in range(0, len(prompts), batch_size):
                 texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
                          for p in prompts[start:start + batch_size]]
                 batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-                if _plain_greedy(model):
+                if end_tokens is not None:
                     new_tokens = greedy_decode(model, batch["input_ids"], batch["attention_mask"], max_new_tokens,
-                                               _end_tokens(model, tokenizer), tokenizer.pad_token_id)
+                                               end_tokens, tokenizer.pad_token_id)
                 else:  # a soft prompt (peft's prompt learning) or a generation config with logits processors
                     output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                             pad_token_id=tokenizer.pad_token_id)

@@ -140,9 +140,12 @@ def _hf_answers(model, tokenizer, prompts, max_new_tokens):
     """What helpers.generate returned before greedy_decode: transformers' generate, greedy, left padding."""
     import torch
 
-    tokenizer.padding_side = "left"
     texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
-    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # the fixture is shared: give it back
+    try:
+        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    finally:
+        tokenizer.padding_side = padding_side
     with torch.no_grad():
         output = model.eval().generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                        pad_token_id=tokenizer.pad_token_id)
