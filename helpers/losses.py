@@ -10,6 +10,9 @@ Each one is checked against the library's own computation on the same tensors (t
     grpo_advantages     rewards normalised within each prompt's group = TRL GRPOTrainer (scale_rewards="group")
     grpo_loss           GRPO's loss and its variants (grpo, bnpo, dapo, dr_grpo) with the k3 KL = TRL GRPOTrainer
     kto_loss            KTO on unpaired answers, per example          = TRL KTOTrainer (loss_type="kto")
+    rloo_advantages     each reward minus the mean of the others' in its group, after the k1 KL penalty
+                                                                      = TRL RLOOTrainer
+    rloo_loss           RLOO's clipped surrogate on whole sequences   = TRL RLOOTrainer
 
 Shapes: B = examples (or completions), T = completion tokens, G = completions per prompt (group size).
 """
@@ -186,6 +189,56 @@ def grpo_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Ten
     if loss_type == "dr_grpo":
         return (per_token * mask).sum() / (per_token.shape[0] * max_completion_length)
     return (per_token * mask).sum() / mask.sum().clamp(min=1)  # bnpo, and dapo on one process
+
+
+def rloo_advantages(rewards: torch.Tensor, group_size: int, kl: torch.Tensor | None = None, beta: float = 0.0,
+                    normalize: bool = False) -> torch.Tensor:
+    """RLOO's advantages (REINFORCE Leave-One-Out): each completion's reward minus the mean reward of the *other*
+    completions of the same prompt.
+
+    rewards: (B,) with the G = group_size completions of each prompt next to each other; kl: (B,) each completion's
+    summed k1 estimate, sum_t (log pi_old - log pi_ref) over its tokens (needed when beta > 0). As in 05's PPO the KL
+    is a penalty on the reward, not a term of the loss: r_i = reward_i - beta * kl_i. Then
+        A_i = r_i - (sum_j r_j - r_i) / (G - 1) = G / (G - 1) * (r_i - mean(group))
+    The baseline leaves r_i out, so it does not depend on the answer it judges: the estimate of the policy
+    gradient stays unbiased (GRPO's group mean includes r_i). The KL enters before the baseline, so only how much
+    more an answer drifted than its siblings is penalised. normalize=True subtracts the batch's mean advantage and
+    divides by its standard deviation (TRL's normalize_advantages, off by default; TRL takes it over the whole
+    generation batch of all processes). TRL also skips unscorable completions (NaN rewards) and can clip rewards
+    (reward_clip_range); neither is done here. Returns (B,).
+    """
+    if group_size < 2:
+        raise ValueError(f"group_size={group_size}: the leave-one-out baseline needs at least 2 completions per prompt.")
+    if rewards.numel() % group_size:
+        raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}: the batch must "
+                         f"hold every prompt's {group_size} completions.")
+    if beta != 0.0:
+        if kl is None:
+            raise ValueError(f"beta={beta} puts a KL penalty into the reward: pass kl (B,), each completion's summed "
+                             "log pi_old - log pi_ref, or set beta=0.")
+        rewards = rewards - beta * kl
+    groups = rewards.view(-1, group_size)
+    baselines = (groups.sum(dim=1, keepdim=True) - groups) / (group_size - 1)  # the mean of the others
+    advantages = (groups - baselines).view(-1)
+    if normalize:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-4)
+    return advantages
+
+
+def rloo_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+              epsilon_low: float = 0.2, epsilon_high: float | None = None) -> torch.Tensor:
+    """RLOO's clipped surrogate, negated to a loss: one ratio per *completion*, not per token. A scalar.
+
+    logps, old_logps: (B, T) per-token log-probs of the completions under the policy being trained and the one that
+    sampled them; advantages: (B,) from rloo_advantages; mask: (B, T), 1 on completion tokens.
+    ratio_i = exp(sum_t logps - sum_t old_logps) is clipped to [1 - epsilon_low, 1 + epsilon_high] (epsilon_high
+    None: the same as epsilon_low, as in RLOOConfig); the loss is the mean over completions of
+    -min(ratio * A, clip(ratio) * A). With one update per batch the ratio is 1, the loss is 0 (a group's advantages
+    sum to zero) and its gradient is REINFORCE's with a baseline: -mean_i(A_i * grad log pi(y_i)).
+    """
+    epsilon_high = epsilon_low if epsilon_high is None else epsilon_high
+    ratio = torch.exp((logps * mask).sum(-1) - (old_logps * mask).sum(-1))  # (B,)
+    return -torch.min(ratio * advantages, torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high) * advantages).mean()
 
 
 def kto_loss(policy_logps: torch.Tensor, ref_logps: torch.Tensor, desirable: torch.Tensor, kl: torch.Tensor | float,

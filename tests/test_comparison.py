@@ -22,15 +22,16 @@ def comparison():
 @pytest.fixture(scope="module")
 def sources():
     return {name: record(name) for name in ("05_reward_model", "05_ppo", "06_dpo", "06_kto", "07_orpo", "08_grpo",
-                                            "08_grpo_rm")}
+                                            "08_grpo_rm", "08_rloo")}
 
 
 def test_cost_columns_equal_the_records(comparison, sources):
-    rm, ppo, dpo, kto, orpo, grpo, grpo_rm = sources.values()
+    rm, ppo, dpo, kto, orpo, grpo, grpo_rm, rloo = sources.values()
     median_step = {"SFT on chosen": orpo["sft_only_median_step_seconds"], "DPO": dpo["median_step_seconds"],
                    "KTO": kto["median_step_seconds"],
                    "ORPO": orpo["median_step_seconds"], "PPO": ppo["median_step_seconds"],
-                   "GRPO": grpo["median_step_seconds"], "GRPO (reward model)": grpo_rm["median_step_seconds"]}
+                   "GRPO": grpo["median_step_seconds"], "GRPO (reward model)": grpo_rm["median_step_seconds"],
+                   "RLOO (reward model)": rloo["median_step_seconds"]}
     # ^ the trainers' own step times, first steps left out
     expected = {  # method -> trainable params, steps, training seconds, peak memory, copies of the weights
         "SFT on chosen": (orpo["trainable_params"], orpo["steps"], orpo["sft_only_seconds"],
@@ -45,6 +46,8 @@ def test_cost_columns_equal_the_records(comparison, sources):
                  grpo["weight_copies"]),
         "GRPO (reward model)": (grpo_rm["trainable_params"], grpo_rm["steps"], grpo_rm["seconds"],
                                 grpo_rm["peak_memory_mb"], grpo_rm["weight_copies"]),
+        "RLOO (reward model)": (rloo["trainable_params"], rloo["steps"], rloo["seconds"], rloo["peak_memory_mb"],
+                                rloo["weight_copies"]),
     }
     table = comparison["table"]
     for method, values in expected.items():
@@ -57,8 +60,8 @@ def test_cost_columns_equal_the_records(comparison, sources):
     assert comparison["reward_model_cost"]["training seconds"] == pytest.approx(rm["seconds"])
     assert comparison["needs"]["PPO"] == ", ".join(ppo["models_in_memory"])
     # the adapter-off reference is counted the same way everywhere: no method holds a copy for it
-    assert [table[m]["models in memory"] for m in ("DPO", "KTO", "ORPO", "GRPO", "PPO", "GRPO (reward model)")] == [
-        1, 1, 1, 1, 2, 2]
+    assert [table[m]["models in memory"] for m in ("DPO", "KTO", "ORPO", "GRPO", "PPO", "GRPO (reward model)",
+                                                   "RLOO (reward model)")] == [1, 1, 1, 1, 2, 2, 2]
 
 
 def test_reloaded_adapters_and_judge_reproduce_their_notebooks(comparison, sources):
@@ -75,7 +78,8 @@ def test_the_comparison_is_reported_on_test_prompts_no_notebook_tuned_on(compari
     assert comparison["dev_pairs"] == max(profile.pref_eval_pairs, profile.ppo_eval_prompts)
     assert comparison["eval_prompts"] == 100 - comparison["dev_pairs"] >= 40  # the rest of the 100 held-out pairs
     methods = [row["method"] for row in comparison["rows"]]
-    assert methods == ["start (SFT model)", "SFT on chosen", "DPO", "KTO", "ORPO", "PPO", "GRPO", "GRPO (reward model)"]
+    assert methods == ["start (SFT model)", "SFT on chosen", "DPO", "KTO", "ORPO", "PPO", "GRPO", "GRPO (reward model)",
+                       "RLOO (reward model)"]
     assert len(comparison["generations"]) == 6
     assert all(set(methods) <= set(g) and g["fact"] in g["prompt"] for g in comparison["generations"])
 
@@ -97,16 +101,18 @@ def test_every_quality_value_has_its_interval_and_n(comparison):
 
 def test_each_claim_reads_its_state_from_the_intervals(comparison):
     claims, d = comparison["claims"], comparison["paired"]
-    assert len(claims) == 7 and all(c["state"] in ("holds", "within noise", "fails") for c in claims)
+    assert len(claims) == 8 and all(c["state"] in ("holds", "within noise", "fails") for c in claims)
     v = stats.verdict
     # start minus PPO on the same prompts: the negated difference, so "fell" reads as "holds"
     assert d["ppo_gold_fall"]["value"] == pytest.approx(-d["ppo_gold"]["value"])
     assert d["ppo_gold_fall"]["ci95"] == pytest.approx([-d["ppo_gold"]["ci95"][1], -d["ppo_gold"]["ci95"][0]])
+    assert d["rloo_fact_fall"]["value"] == pytest.approx(-d["rloo_fact"]["value"])
     expected = {0: stats.combine(v(d["dpo_pref"]["ci95"]), v(d["orpo_pref"]["ci95"])),
                 2: v(d["orpo_sft_pref"]["ci95"]),
                 3: stats.combine(v(d["ppo_proxy"]["ci95"]), v(d["ppo_gold_fall"]["ci95"])),
                 4: stats.combine(v(d["reward_fact"]["ci95"]), v(d["reward_vs_rest"]["ci95"])),
-                6: v(d["kto_pref"]["ci95"])}
+                6: v(d["kto_pref"]["ci95"]),
+                7: v(d["rloo_fact_fall"]["ci95"])}
     for i, state in expected.items():
         assert claims[i]["state"] == state, (claims[i], state)
     for diff in d.values():
@@ -126,7 +132,7 @@ def test_on_the_cpu_profile_the_claims_with_clear_intervals_hold(comparison):
     if comparison["profile"] != "cpu":
         pytest.skip("checked on the cpu profile; on a GPU profile the notebook reports the states")
     states = [c["state"] for c in comparison["claims"]]
-    assert states[:6] == ["holds"] * 6, comparison["claims"]
+    assert states[:6] == ["holds"] * 6 and states[7] == "holds", comparison["claims"]
     d = comparison["paired"]
     # claim 7 (KTO over the start) is within noise: +0.04 [-0.16, +0.23]. What the intervals support: KTO, trained on
     # DPO's pairs taken apart, is behind DPO (-0.25 [-0.41, -0.09]) and answers with one word or so (measured 1.0
@@ -137,6 +143,9 @@ def test_on_the_cpu_profile_the_claims_with_clear_intervals_hold(comparison):
     assert d["grpo_ppo_fact"]["ci95"][0] > 0.5 and d["grpo_ppo_fact"]["p_mcnemar"] < 1e-3
     assert d["reward_fact"]["ci95"][0] > 0.4 and d["reward_fact"]["p_mcnemar"] < 1e-6, d["reward_fact"]
     assert d["reward_vs_rest"]["ci95"][0] > 0.1, d["reward_vs_rest"]  # measured: +0.54 [0.36, 0.71]
+    # claim 8: RLOO paid by the reward model loses the facts, start minus RLOO +0.71 [0.61, 0.81] (an AMD EPYC); its
+    # gain in the proxy's score on these longer test answers, +0.80 [-0.02, +1.60], is within noise: not asserted
+    assert d["rloo_fact_fall"]["ci95"][0] > 0.4, d["rloo_fact_fall"]
     rows = {row["method"]: row["metrics"] for row in comparison["rows"]}
     for method in ("SFT on chosen", "ORPO"):  # learning from the pairs' chosen answers beats the start by gold
         assert rows[method]["gold win rate vs start"]["ci95"][0] > 0.6, (method, rows[method])

@@ -16,7 +16,7 @@ from transformers import LlamaForCausalLM, LlamaForSequenceClassification
 
 import helpers
 from helpers.losses import (GRPO_LOSS_TYPES, check_grpo_batch, dpo_loss, gae, grpo_advantages, grpo_loss, kto_loss,
-                            orpo_loss, ppo_clip_loss, reward_model_loss, sequence_logps)
+                            orpo_loss, ppo_clip_loss, reward_model_loss, rloo_advantages, rloo_loss, sequence_logps)
 
 warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated")
 
@@ -196,22 +196,28 @@ def reward_len(completions, **kwargs):
     return [float(len(c[0]["content"])) for c in completions]
 
 
+def first_generation_batch(trainer_class, config_class, model, tokenizer, folder, peft_config=None, **settings):
+    """(trainer, inputs): an online TRL trainer (GRPO, RLOO) rewarded by reward_len, and the first generation batch
+    it samples and scores, 2 rl prompts x 4 completions of up to 12 tokens."""
+    prompts = helpers.load_course_dataset("rl")["train"].select(range(8))
+    args = config_class(output_dir=str(folder), use_cpu=True, bf16=False, report_to="none",
+                        per_device_train_batch_size=8, num_generations=4, max_completion_length=12, max_steps=1,
+                        temperature=1.0, gradient_checkpointing=False, seed=0, **settings)
+    trainer = trainer_class(model=model, reward_funcs=reward_len, args=args, train_dataset=prompts,
+                            processing_class=tokenizer, peft_config=peft_config)
+    rows = [prompts[i // 4] for i in range(8)]  # what TRL's sampler yields: each prompt num_generations times
+    with torch.no_grad():
+        inputs = trainer._generate_and_score_completions(rows)
+    return trainer, inputs
+
+
 @pytest.fixture(scope="module")
 def grpo_step(tokenizer, tmp_path_factory, tiny_config):
     from trl import GRPOConfig, GRPOTrainer
 
     torch.manual_seed(0)
-    model = LlamaForCausalLM(tiny_config())
-    prompts = helpers.load_course_dataset("rl")["train"].select(range(8))
-    args = GRPOConfig(output_dir=str(tmp_path_factory.mktemp("grpo")), use_cpu=True, bf16=False, report_to="none",
-                      per_device_train_batch_size=8, num_generations=4, max_completion_length=12, max_steps=1,
-                      beta=0.0, loss_type="bnpo", temperature=1.0, gradient_checkpointing=False, seed=0)
-    trainer = GRPOTrainer(model=model, reward_funcs=reward_len, args=args, train_dataset=prompts,
-                          processing_class=tokenizer)
-    rows = [prompts[i // 4] for i in range(8)]  # what TRL's sampler yields: each prompt num_generations times
-    with torch.no_grad():
-        inputs = trainer._generate_and_score_completions(rows)
-    return trainer, inputs
+    return first_generation_batch(GRPOTrainer, GRPOConfig, LlamaForCausalLM(tiny_config()), tokenizer,
+                                  tmp_path_factory.mktemp("grpo"), beta=0.0, loss_type="bnpo")
 
 
 def test_grpo_advantages_equal_grpo_trainer(grpo_step, tokenizer):
@@ -321,6 +327,83 @@ def test_ppo_clip_binds_only_where_it_helps_the_objective():
 def test_grpo_advantages_reject_a_batch_that_splits_a_group():
     with pytest.raises(ValueError, match="do not split into groups of 4"):
         grpo_advantages(torch.arange(6.0), group_size=4)
+
+
+# ------------------------------------------------------------------------------------------ RLOO
+@pytest.fixture(scope="module")
+def rloo_step(tokenizer, tmp_path_factory, tiny_config):
+    """One RLOOTrainer generation batch on a tiny random Llama with a LoRA adapter that starts away from zero, so
+    that the policy (adapter on) and the reference (adapter off) differ and the KL penalty is not zero."""
+    from peft import LoraConfig
+    from trl import RLOOConfig, RLOOTrainer
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_config())
+    # TRL adds the adapter (a PeftModel passed in would be copied as the reference, and the KL would be 0)
+    lora = LoraConfig(r=8, lora_alpha=64, init_lora_weights=False, target_modules=["q_proj", "v_proj"])
+    return first_generation_batch(RLOOTrainer, RLOOConfig, model, tokenizer, tmp_path_factory.mktemp("rloo"),
+                                  peft_config=lora, beta=0.5)
+
+
+def test_rloo_advantages_equal_rloo_trainer(rloo_step, tokenizer):
+    trainer, inputs = rloo_step
+    mask = inputs["completion_mask"]
+    texts = tokenizer.batch_decode(inputs["completion_ids"] * mask, skip_special_tokens=True)
+    rewards = torch.tensor(reward_len([[{"content": t}] for t in texts]))
+    old = completion_logps(trainer, inputs)
+    with trainer.model.disable_adapter():
+        ref = completion_logps(trainer, inputs)
+    kl = ((old - ref) * mask).sum(-1)  # (B,) the k1 estimate, summed over each completion's tokens
+    assert kl.abs().min() > 0.01, "the policy must differ from the reference for the test to mean anything"
+    assert_close((old * mask).sum(-1), inputs["old_logps"], rtol=1e-4, atol=1e-4)
+    assert_close(rloo_advantages(rewards, 4, kl=kl, beta=trainer.beta), inputs["advantages"], rtol=1e-4, atol=1e-3)
+    # without the penalty the advantages would differ: the KL term is really in there
+    assert (rloo_advantages(rewards, 4) - inputs["advantages"]).abs().max() > 0.01
+
+
+def test_rloo_loss_equals_rloo_trainer(rloo_step):
+    trainer, inputs = rloo_step
+    inputs = ragged(inputs)
+    logps = completion_logps(trainer, inputs)
+    torch.manual_seed(1)  # an older policy: a few tenths of a nat per sequence, so some ratios leave [0.8, 1.28]
+    old = logps + 0.1 * torch.randn_like(logps)
+    mask = inputs["completion_mask"]
+    inputs = dict(inputs, old_logps=(old * mask).sum(-1))
+    saved = trainer.epsilon_high
+    trainer.epsilon_high = 0.28  # an asymmetric clip, so that the two bounds cannot be swapped unnoticed
+    trainer.model.eval()
+    try:
+        with torch.no_grad():
+            theirs = trainer._compute_loss(trainer.model, inputs)
+    finally:
+        trainer.epsilon_high = saved
+    ours = rloo_loss(logps, old, inputs["advantages"], mask, epsilon_low=0.2, epsilon_high=0.28)
+    assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+    # the clip binds on this batch: swapped bounds, or none at all, would give another loss
+    swapped = rloo_loss(logps, old, inputs["advantages"], mask, epsilon_low=0.28, epsilon_high=0.2)
+    unclipped = rloo_loss(logps, old, inputs["advantages"], mask, epsilon_low=1.0, epsilon_high=1e9)
+    assert (swapped - theirs).abs() > 1e-3 and (unclipped - theirs).abs() > 1e-3, (ours, swapped, unclipped)
+    assert_close(rloo_loss(logps, old, inputs["advantages"], mask, epsilon_low=0.2),  # epsilon_high None: symmetric
+                 rloo_loss(logps, old, inputs["advantages"], mask, epsilon_low=0.2, epsilon_high=0.2))
+
+
+def test_rloo_advantages_are_grpo_s_unscaled_ones_times_g_over_g_minus_1():
+    rewards = torch.tensor([1.0, 0.0, 0.5, 0.5, 2.0, 2.0, 2.0, -1.0])
+    assert_close(rloo_advantages(rewards, 4), 4 / 3 * grpo_advantages(rewards, 4, scale=False))
+    # by hand, the first group: 1 - mean(0, .5, .5) = 2/3
+    assert rloo_advantages(rewards, 4)[0].item() == pytest.approx(2 / 3)
+    assert_close(rloo_advantages(rewards, 4).view(-1, 4).sum(1), torch.zeros(2))  # each group sums to zero
+    normalized = rloo_advantages(rewards, 4, normalize=True)  # TRL's normalize_advantages: over the whole batch
+    assert abs(normalized.mean().item()) < 1e-6 and normalized.std().item() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_rloo_refuses_what_it_cannot_compute():
+    with pytest.raises(ValueError, match="pass kl"):
+        rloo_advantages(torch.zeros(4), 2, beta=0.1)
+    with pytest.raises(ValueError, match="do not split into groups of 3"):
+        rloo_advantages(torch.zeros(4), 3)
+    with pytest.raises(ValueError, match="at least 2"):
+        rloo_advantages(torch.zeros(4), 1)
 
 
 def test_check_grpo_batch_names_the_fix():

@@ -256,11 +256,16 @@ def grpo_rm():
     return record("08_grpo_rm")
 
 
+@pytest.fixture(scope="module")
+def rloo():
+    return record("08_rloo")
+
+
 WITH_INTERVALS = {  # record -> how many held-out prompts or pairs its before/after were measured on
     "05_reward_model": "eval_pairs", "05_ppo": "eval_prompts", "05_overoptimisation": "eval_prompts",
     "06_dpo": "eval_pairs", "06_kto": "eval_pairs",
     "07_orpo": "eval_pairs",
-    "08_grpo": "eval_prompts", "08_grpo_rm": "eval_prompts"}
+    "08_grpo": "eval_prompts", "08_grpo_rm": "eval_prompts", "08_rloo": "eval_prompts"}
 
 
 @pytest.mark.parametrize("name", WITH_INTERVALS)
@@ -309,3 +314,31 @@ def test_the_same_grpo_paid_by_the_reward_model_hacks_it(grpo_rm):
     assert from_start["correctness"]["change"]["ci95"][1] < -0.15, from_start["correctness"]
     assert against_checker["correctness"]["change"]["ci95"][1] < -0.15, against_checker["correctness"]
     assert against_checker["reward-model score"]["direction"] != "fell", against_checker["reward-model score"]
+
+
+def test_rloo_changes_only_the_algorithm(grpo_rm, rloo):
+    """Notebook 08's RLOO run: the GRPO control (paid by notebook 05's reward model) again with RLOOTrainer, every
+    setting the two trainers share equal, the same start and the same held-out prompts."""
+    for key in ("profile", "model", "steps", "num_generations", "beta", "prompts", "eval_prompts", "reward",
+                "trainable_params", "models_in_memory", "weight_copies"):
+        assert rloo[key] == grpo_rm[key], key
+    assert rloo["before"] == pytest.approx(grpo_rm["before"])  # the same start, the same answers, the same scores
+    assert rloo["grpo_control_after"] == pytest.approx(grpo_rm["after"])
+    assert rloo["config_diff"] == ["output_dir", "run_name"], rloo["config_diff"]
+    assert len(rloo["reward_curve"]) == len(rloo["kl_curve"]) == rloo["steps"]
+    assert set(rloo["algorithm_effect"]) == set(rloo["intervals"])
+    for metric, result in rloo["algorithm_effect"].items():  # RLOO minus the GRPO control, paired
+        assert result["change"]["value"] == pytest.approx(rloo["after"][metric] - rloo["grpo_control_after"][metric])
+
+
+def test_rloo_paid_by_the_reward_model_hacks_it_as_the_grpo_control_does(rloo):
+    """Notebook 08's RLOO run, paid by notebook 05's reward model: like the GRPO control it raises the reward model's
+    score and loses the facts. Measured on 32 held-out prompts (an AMD EPYC): reward-model score +4.20 [3.70, 4.68]
+    and correctness -0.66 [-0.81, -0.50] from the start; against the GRPO control correctness 0.00 [-0.12, 0.12]
+    and the reward-model score -0.19 [-0.53, 0.15], within noise (only the length fell, -1.6 [-3.0, -0.3] words,
+    too close to zero to assert). Asserted with margins: the two effects from the start, and that the control's
+    loss of facts is not undone by the algorithm (RLOO's right values not above the control's by more than 0.25)."""
+    from_start, against_grpo = rloo["intervals"], rloo["algorithm_effect"]
+    assert from_start["reward-model score"]["change"]["ci95"][0] > 1.0, from_start["reward-model score"]
+    assert from_start["correctness"]["change"]["ci95"][1] < -0.15, from_start["correctness"]
+    assert against_grpo["correctness"]["change"]["ci95"][0] < 0.25, against_grpo["correctness"]
