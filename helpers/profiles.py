@@ -230,7 +230,7 @@ def _simulation(gpu: str, chat_model: str, homework_models: tuple) -> Profile:
         pretrain_steps=2, pretrain_block_size=64, pretrain_batch_size=4,
         sft_steps=2, sft_batch_size=2, sft_grad_accum=1, max_length=128, eval_prompts=4,
         qlora_steps=2, qlora_batch_size=2, qlora_grad_accum=2, peft_steps=2, peft_eval_prompts=4,
-        embed_epochs=1, embed_batch_size=16, embed_max_steps=2,
+        embed_epochs=1, embed_batch_size=8, embed_max_steps=2,
         pref_steps=2, pref_batch_size=2, pref_eval_pairs=8, dpo_betas=(0.1, 0.2), dpo_beta=0.1,
         rm_steps=2, rm_batch_size=2, ppo_steps=2, ppo_batch_size=4, ppo_max_new_tokens=8, ppo_eval_prompts=4,
         orpo_steps=2, grpo_steps=2, grpo_num_generations=2, grpo_batch_size=4, grpo_max_completion_length=8,
