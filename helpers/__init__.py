@@ -10,7 +10,7 @@ from .plots import plot_before_after, plot_history
 from .precision import check_fp16_trainable, compute_dtype, evaluating, fp16_safe
 from .profiles import PROFILES, Hardware, Profile, describe, detect_hardware, select_profile
 from .tasks import (answer_logps, answer_mask, brevity_reward, completion_losses, completion_text, correctness_reward, extraction_scores,
-                    fact_value, form_reward, generate, gold_reward, parse_json_object, per_answer_scores, preference_logps,
+                    fact_value, form_reward, generate, generate_and_score, gold_reward, parse_json_object, per_answer_scores, preference_logps,
                     requested_form, reward_scores)
 from .tracking import (init_wandb, last_checkpoint, measure, memory_mb, oom_advice, read_run, report_to,
                        trained_adapter, training_cost, training_run, write_run)
@@ -21,7 +21,7 @@ __all__ = [
     "describe", "detect_hardware", "evaluating", "fp16_safe",
     "embeddings", "exercises", "extraction_scores", "fact_value", "form_reward", "generate", "gold_reward", "init_wandb", "keep_4bit_trainable_on_cpu", "last_checkpoint",
     "load_course_dataset", "lora", "losses", "measure", "median_step_seconds", "memory", "memory_mb", "model_path", "nf4", "nf4_config", "oom_advice",
-    "parse_json_object", "per_answer_scores", "plot_before_after", "precision", "preference_logps", "plot_history", "read_run", "report_to", "requested_form", "reward_scores",
+    "parse_json_object", "per_answer_scores", "plot_before_after", "precision", "preference_logps", "generate_and_score", "plot_history", "read_run", "report_to", "requested_form", "reward_scores",
     "select_profile", "stats", "trained_adapter", "training_cost", "training_run", "unpair", "wording_overlap", "write_run",
 ]
 

@@ -67,13 +67,15 @@ def _end_tokens(model, tokenizer) -> list[int]:
 
 
 def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
-                  end_tokens: list[int], pad_token_id: int) -> torch.Tensor:
+                  end_tokens: list[int], pad_token_id: int, past_key_values=None) -> torch.Tensor:
     """Greedy decoding with a KV cache, as model.generate(do_sample=False) does it, except that an answer that has
     ended leaves the batch: its rows of the cache are dropped and later steps run only the answers still going.
 
     input_ids, attention_mask: (B, P) left-padded prompts. Returns (B, T) new tokens, T the longest answer (at most
     max_new_tokens), padded with pad_token_id after an answer's end token, as generate pads them. A batch of 80
     answers of 20 tokens with a few of 48 runs most of its 48 steps for those few: here they cost 1 row, not 80.
+    past_key_values: a cache that already holds the prompts' first L columns (`generate_and_score` fills it while
+    scoring); input_ids then holds only the last P - L columns, attention_mask all P. The cache is used up.
     """
     from transformers import DynamicCache
 
@@ -81,9 +83,10 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     new_tokens = torch.full((rows, max_new_tokens), pad_token_id, dtype=torch.long, device=input_ids.device)
     running = torch.arange(rows, device=input_ids.device)  # which rows of the batch are still being answered
     ends = torch.tensor(end_tokens, device=input_ids.device)
-    cache = DynamicCache(config=model.config)
+    cache = DynamicCache(config=model.config) if past_key_values is None else past_key_values
     ids, mask = input_ids, attention_mask
     positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)  # generate's positions for left padding
+    positions = positions[:, mask.shape[1] - ids.shape[1]:]  # those of the tokens not yet in the cache
     steps = 0
     for step in range(max_new_tokens):
         logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
@@ -225,7 +228,8 @@ def shared_prompt_passes(model, sequences: list[list[list[int]]], shareable: lis
 
     Yields (start, k, suffix_ids, offsets, forward) per batch and continuation: the rows are sequences[start:start +
     b]; suffix_ids (b, S) the tokens after the shared prefix, right padded with pad_token_id; offsets (b,) where each
-    suffix starts in its sequence; forward(**kwargs) runs the model on the suffixes and returns its outputs.
+    suffix starts in its sequence; forward(**kwargs) runs the model on the suffixes and returns its outputs;
+    forward.cache is the KV cache, holding the prefix (`generate_and_score` decodes from it in the last continuation).
     Call inside `evaluating(model)`.
     """
     device = model.device
@@ -247,6 +251,8 @@ def shared_prompt_passes(model, sequences: list[list[list[int]]], shareable: lis
             def forward(ids=suffix_ids.to(device), attention=attention, positions=positions, **kwargs):
                 return model(input_ids=ids, attention_mask=attention, position_ids=positions, past_key_values=cache,
                              use_cache=True, **kwargs)
+
+            forward.cache = cache
 
             yield start, k, suffix_ids, offsets, forward
             if cache.get_seq_length() > prefix_ids.shape[1]:  # the suffix ran: cut it off again
@@ -303,6 +309,64 @@ def answer_logps(model, tokenizer, prompts: list[list[dict]], answers: list[list
     """
     sums, lengths = answers_logps(model, tokenizer, prompts, [answers], batch_size)
     return sums[0] / lengths[0].clamp(min=1) if average else sums[0]
+
+
+def generate_and_score(model, tokenizer, prompts: list[list[dict]], answer_sets: list[list[list[dict]]],
+                       max_new_tokens: int = 48, batch_size: int = 32):
+    """`generate`'s greedy answers to N chat prompts and `answers_logps`' log-probs of K given answers to them (the
+    chosen and the rejected answer of a preference pair, say), each prompt computed once for both.
+
+    Judging a policy asks both of every prompt; run apart, each would pay for the prompt again, and prompts are
+    most of the tokens. Here the prompt (all but its last token) fills a KV cache as in `shared_prompt_passes`; the
+    K given answers are scored from it, and then the last prompt token runs from it and greedy decoding goes on
+    (`greedy_decode`). Same tokens as generate (tests/test_shared_prompts.py checks both parts against the two
+    functions). Returns (answers (N strings), truncated (N bools), sums (K, N), answer token counts (K, N)).
+    """
+    if not _plain_greedy(model):  # a soft prompt or logits processors: the two passes, as they are
+        answers, truncated = generate(model, tokenizer, prompts, max_new_tokens, batch_size, return_truncated=True)
+        return (answers, truncated, *answers_logps(model, tokenizer, prompts, answer_sets, batch_size))
+    from .losses import sequence_logps
+
+    end_tokens, pad = _end_tokens(model, tokenizer), tokenizer.pad_token_id
+    sequences, shareable, answer_starts = [], [], []
+    for i, prompt in enumerate(prompts):
+        question = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
+                                                 return_dict=True)["input_ids"]
+        rows = [tokenizer.apply_chat_template(prompt + answers[i], tokenize=True, return_dict=True)["input_ids"]
+                for answers in answer_sets]
+        if any(row[:len(question) - 1] != question[:-1] for row in rows):
+            raise ValueError("The chat template does not put an answer after the prompt's tokens, so the prompt "
+                             "cannot be shared: use helpers.generate and helpers.answers_logps apart.")
+        sequences.append(rows + [question])  # the last continuation: the prompt's last token, then decoding
+        shareable.append(len(question) - 1)  # position len - 1 predicts the first answer token
+        answer_starts.append(len(question))
+    K = len(answer_sets)
+    sums, lengths = torch.zeros(K, len(prompts)), torch.zeros(K, len(prompts))
+    answers, truncated = [None] * len(prompts), [None] * len(prompts)
+    with evaluating(model):
+        for start, k, suffix, offsets, forward in shared_prompt_passes(model, sequences, shareable, pad, batch_size,
+                                                                       logits_to_keep=1):
+            rows = range(start, start + len(suffix))
+            if k == K:  # suffix (b, 1): each prompt's last token; the cache holds the rest, left padded
+                width = forward.cache.get_seq_length()
+                mask = torch.cat([(torch.arange(width) >= width - offsets[:, None]).long(),  # the prefix's padding
+                                  torch.ones(len(suffix), 1, dtype=torch.long)], 1)
+                new = greedy_decode(model, suffix.to(model.device), mask.to(model.device), max_new_tokens,
+                                    end_tokens, pad, past_key_values=forward.cache)
+                answers[rows.start:rows.stop] = [a.strip() for a in tokenizer.batch_decode(new, skip_special_tokens=True)]
+                truncated[rows.start:rows.stop] = answer_mask(new, tokenizer.eos_token_id)[1].tolist()
+                continue
+            labels = torch.cat([suffix[:, 1:], suffix[:, :1]], 1)  # as in answers_logps
+            first = torch.tensor([answer_starts[i] for i in rows]) - offsets
+            end = torch.tensor([len(sequences[i][k]) for i in rows]) - offsets
+            j = torch.arange(suffix.shape[1])
+            scored = ((j >= first[:, None] - 1) & (j < end[:, None] - 1)).long()
+            keep = scored.any(dim=0).nonzero().squeeze(-1)
+            logits = forward(logits_to_keep=keep.to(model.device)).logits.float()
+            sums[k, rows.start:rows.stop] = sequence_logps(logits, labels[:, keep].to(logits.device),
+                                                           scored[:, keep].to(logits.device)).cpu()
+            lengths[k, rows.start:rows.stop] = (end - first).float()
+    return answers, truncated, sums, lengths
 
 
 def preference_logps(model, tokenizer, pairs, average: bool = False, batch_size: int = 16) -> dict:

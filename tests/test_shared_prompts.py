@@ -120,3 +120,42 @@ def test_each_prompt_is_computed_once(tokenizer, tiny_config, pairs):
                        ["input_ids"]) for p in pairs for side in ("chosen", "rejected"))
     # every token run, padding included, against both sequences of every pair run without a single pad token
     assert sum(seen) < 0.75 * unshared, (seen, unshared)
+
+
+@pytest.mark.parametrize("adapter", ["none", "lora", "prompt tuning"])
+def test_generate_and_score_equals_generate_and_preference_logps(tokenizer, tiny_config, pairs, adapter):
+    """Notebook 09 judges each policy with one pass over each prompt: its answers must be helpers.generate's and its
+    log-probs preference_logps', over two batches (the second one short) and answers that end at different steps.
+    A soft prompt (prompt tuning) cannot share the prompt with greedy_decode: there the two functions run apart."""
+    from peft import PromptTuningConfig
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_config()).eval()
+    if adapter == "lora":
+        model = lora(model, "CAUSAL_LM")
+    elif adapter == "prompt tuning":
+        model = get_peft_model(model, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)).eval()
+    answers, truncated, sums, lengths = helpers.generate_and_score(
+        model, tokenizer, pairs["prompt"], [pairs["chosen"], pairs["rejected"]], max_new_tokens=12, batch_size=4)
+    expected, expected_truncated = helpers.generate(model, tokenizer, pairs["prompt"], max_new_tokens=12,
+                                                    batch_size=4, return_truncated=True)
+    assert answers == expected and truncated == expected_truncated
+    assert len({len(tokenizer(a)["input_ids"]) for a in answers}) > 1, answers  # answers of different lengths
+    logps = helpers.preference_logps(model, tokenizer, pairs, average=None, batch_size=4)
+    assert_close(sums, torch.stack([logps["chosen"], logps["rejected"]]), rtol=1e-5, atol=1e-4)
+    assert_close(sums / lengths, torch.stack([logps["chosen_average"], logps["rejected_average"]]), rtol=1e-5,
+                 atol=1e-4)
+
+
+def test_generate_and_score_computes_each_prompt_once(tokenizer, tiny_config, pairs):
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_config()).eval()
+    seen = []
+    model.model.embed_tokens.register_forward_hook(lambda module, args, out: seen.append(args[0].shape))
+    helpers.generate_and_score(model, tokenizer, pairs["prompt"], [pairs["chosen"], pairs["rejected"]],
+                               max_new_tokens=3, batch_size=len(pairs))
+    width = max(len(tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True,
+                                                  return_dict=True)["input_ids"]) for p in pairs["prompt"])
+    # the prompts (all but their last token), the chosen answers, the rejected ones, then one token per decoding step
+    assert seen[0][1] <= width - 1 and all(shape[1] == 1 for shape in seen[3:]), seen
+    assert len(seen) <= 3 + 3
