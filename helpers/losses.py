@@ -4,6 +4,8 @@ Each one is checked against the library's own computation on the same tensors (t
 
     reward_model_loss   Bradley-Terry loss of a reward model          = TRL RewardTrainer.compute_loss
     dpo_loss            sigmoid DPO, per example, with its rewards    = TRL DPOTrainer (loss_type="sigmoid")
+    dpo_variant_loss    DPO's hinge and IPO losses, per example       = TRL DPOTrainer (loss_type="hinge", "ipo")
+    simpo_loss          SimPO: no reference, per-token log-probs      = TRL CPOTrainer (loss_type="simpo")
     orpo_loss           ORPO's odds-ratio term                        = TRL ORPOTrainer.odds_ratio_loss (negated)
     ppo_clip_loss       PPO's clipped surrogate, a mean over tokens   = TRL GRPOTrainer's loss with beta=0, "bnpo"
     gae                 generalised advantage estimation, per token   (TRL has no PPO since 1.13: closed forms)
@@ -63,6 +65,40 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
     rejected_rewards = beta * (policy_rejected_logps - ref_rejected_logps)
     losses = -F.logsigmoid(chosen_rewards - rejected_rewards)
     return losses, chosen_rewards.detach(), rejected_rewards.detach()
+
+
+def dpo_variant_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
+                     ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor, beta: float, loss_type: str,
+                     chosen_lengths: torch.Tensor | None = None, rejected_lengths: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+    """Other losses on DPO's log-ratios, per example (B,). Inputs as `dpo_loss`: (B,) summed log-probs.
+
+    "sigmoid": DPO itself. "hinge" (SLiC): relu(1 - beta * margin), zero once the margin passes 1 / beta, so a pair
+    that is learned stops pulling. "ipo": the squared distance of the margin from 1 / (2 beta), a target instead of a
+    margin to maximise, with each log-ratio divided by its answer's token count (chosen_lengths, rejected_lengths)
+    as TRL does it.
+    """
+    chosen_logratios = policy_chosen_logps - ref_chosen_logps
+    rejected_logratios = policy_rejected_logps - ref_rejected_logps
+    if loss_type == "sigmoid":
+        return -F.logsigmoid(beta * (chosen_logratios - rejected_logratios))
+    if loss_type == "hinge":
+        return torch.relu(1 - beta * (chosen_logratios - rejected_logratios))
+    if loss_type == "ipo":
+        if chosen_lengths is None or rejected_lengths is None:
+            raise ValueError("loss_type='ipo' averages each log-ratio over its answer's tokens: pass chosen_lengths "
+                             "and rejected_lengths (B,), the answers' token counts.")
+        margin = chosen_logratios / chosen_lengths.clamp(min=1) - rejected_logratios / rejected_lengths.clamp(min=1)
+        return (margin - 1 / (2 * beta)) ** 2
+    raise ValueError(f"loss_type={loss_type!r}: choose 'sigmoid', 'hinge' or 'ipo'.")
+
+
+def simpo_loss(chosen_avg_logps: torch.Tensor, rejected_avg_logps: torch.Tensor, beta: float = 2.0,
+               gamma: float = 1.0) -> torch.Tensor:
+    """SimPO, per example (B,): -log sigmoid(beta * (chosen - rejected) - gamma) on the answers' *per-token* log-probs
+    (B,) under the policy alone. No reference model: the length-normalised log-prob is the implicit reward, and the
+    chosen answer must beat the rejected one by a margin gamma (in units of the reward)."""
+    return -F.logsigmoid(beta * (chosen_avg_logps - rejected_avg_logps) - gamma)
 
 
 def log1mexp(x: torch.Tensor) -> torch.Tensor:

@@ -112,6 +112,24 @@ def test_cpu_benchmark_records_the_roofline_of_every_training_cell():
             assert 0 < cell["peak_share"] <= 1, cell  # above 1 would mean a FLOP count that is wrong
 
 
+def test_a_partial_record_measures_shares_against_the_benchmarks_peak(tmp_path, monkeypatch):
+    """`run_course.py --record 06` once took the peak from a runs/machine.json that a run sharing the cores had
+    measured (2.1 GFLOP/s instead of 149), and recorded shares of 3000%."""
+    runs, benchmarks = tmp_path / "runs", tmp_path / "benchmarks"
+    benchmarks.mkdir()
+    monkeypatch.setattr(run_course, "ROOT", tmp_path)
+    monkeypatch.setattr(run_course, "RUNS", runs)
+    monkeypatch.setattr(run_course, "BENCHMARKS", benchmarks)
+    assert run_course.keep_recorded_peak("cpu") is None  # nothing recorded: the notebooks measure
+    runs.mkdir()
+    (runs / "machine.json").write_text(json.dumps({"machine": "CPU X | 2 threads", "gflops": {"float32": 2.1}}))
+    peaks = {"float32": 148.8, "bfloat16": 1.3}
+    (benchmarks / "cpu.json").write_text(json.dumps({"cpu": "CPU X | 2 threads", "matmul_gflops": peaks}))
+    run_course.keep_recorded_peak("cpu")
+    machine = json.loads((runs / "machine.json").read_text())
+    assert machine["machine"] == "CPU X | 2 threads" and machine["gflops"] == peaks
+
+
 def test_share_of_peak_shows_the_range_of_a_notebooks_cells():
     row = {"training_cells": [{"peak_share": 0.061, "precision": "bfloat16"},
                               {"peak_share": 0.142, "precision": "bfloat16"}]}

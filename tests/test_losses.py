@@ -15,8 +15,9 @@ from torch.testing import assert_close
 from transformers import LlamaForCausalLM, LlamaForSequenceClassification
 
 import helpers
-from helpers.losses import (GRPO_LOSS_TYPES, check_grpo_batch, dpo_loss, gae, grpo_advantages, grpo_loss, kto_loss,
-                            orpo_loss, ppo_clip_loss, reward_model_loss, rloo_advantages, rloo_loss, sequence_logps)
+from helpers.losses import (GRPO_LOSS_TYPES, check_grpo_batch, dpo_loss, dpo_variant_loss, gae, grpo_advantages, grpo_loss, kto_loss,
+                            orpo_loss, ppo_clip_loss, reward_model_loss, rloo_advantages, rloo_loss, sequence_logps,
+                            simpo_loss)
 
 warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated")
 
@@ -80,6 +81,71 @@ def test_dpo_loss_equals_dpo_trainer(tokenizer, tmp_path, tiny_config):
     assert metrics["rewards/rejected"][-1] == pytest.approx(rejected_rewards.mean().item(), abs=1e-5)
     assert metrics["rewards/margins"][-1] == pytest.approx((chosen_rewards - rejected_rewards).mean().item(), abs=1e-5)
     assert abs(chosen_rewards).max() > 1e-3, "the policy must differ from the reference for this test to mean anything"
+
+
+@pytest.mark.parametrize("loss_type", ["sigmoid", "hinge", "ipo"])
+def test_dpo_variant_loss_equals_dpo_trainer(tokenizer, tmp_path, tiny_config, loss_type):
+    """Notebook 06's table of other losses: hinge and IPO (per-token log-ratios) as DPOTrainer computes them, at a
+    beta where the hinge is active for some pairs and not for others."""
+    from trl import DPOConfig, DPOTrainer
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(tiny_config())
+    beta = 2.0
+    trainer = DPOTrainer(model=model, ref_model=copy.deepcopy(model),
+                         args=DPOConfig(beta=beta, loss_type=[loss_type], **common_args(tmp_path)),
+                         train_dataset=preference_rows(), processing_class=tokenizer)
+    with torch.no_grad():
+        for p in trainer.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    theirs = trainer.compute_loss(trainer.model, dict(batch))
+    labels, mask = batch["input_ids"][:, 1:], batch["completion_mask"][:, 1:]
+    with torch.no_grad():
+        policy = sequence_logps(trainer.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                                              ).logits[:, :-1], labels, mask)
+        ref = sequence_logps(trainer.ref_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+                                               ).logits[:, :-1], labels, mask)
+    lengths = mask.sum(1).float()
+    ours = dpo_variant_loss(*policy.chunk(2), *ref.chunk(2), beta=beta, loss_type=loss_type,
+                            chosen_lengths=lengths.chunk(2)[0], rejected_lengths=lengths.chunk(2)[1])
+    assert_close(ours.mean(), theirs.detach(), rtol=1e-5, atol=1e-5)
+    if loss_type == "sigmoid":
+        assert_close(ours, dpo_loss(*policy.chunk(2), *ref.chunk(2), beta=beta)[0])
+    if loss_type == "hinge":  # a real test of the kink: some pairs past the margin (loss 0), some not
+        assert (ours == 0).any() and (ours > 0).any(), ours
+    if loss_type == "ipo":  # the per-token normalisation matters: summed log-ratios give another loss
+        summed = ((policy.chunk(2)[0] - ref.chunk(2)[0]) - (policy.chunk(2)[1] - ref.chunk(2)[1]) - 1 / (2 * beta)) ** 2
+        assert not torch.allclose(summed.mean(), theirs.detach(), rtol=1e-3)
+
+
+def test_dpo_variant_loss_names_what_it_needs():
+    x = torch.zeros(2)
+    with pytest.raises(ValueError, match="pass chosen_lengths and rejected_lengths"):
+        dpo_variant_loss(x, x, x, x, beta=0.1, loss_type="ipo")
+    with pytest.raises(ValueError, match="choose 'sigmoid', 'hinge' or 'ipo'"):
+        dpo_variant_loss(x, x, x, x, beta=0.1, loss_type="simpo")
+
+
+def test_simpo_loss_equals_cpo_trainer(tokenizer, tmp_path, tiny_config):
+    """SimPO (TRL's CPOTrainer with loss_type="simpo" and no NLL term): the loss on the per-token log-probs TRL
+    computes for a real batch, and compute_loss as their mean."""
+    from trl.experimental.cpo import CPOConfig, CPOTrainer
+
+    torch.manual_seed(0)
+    args = CPOConfig(loss_type="simpo", beta=2.0, simpo_gamma=1.0, cpo_alpha=0.0, max_length=128,
+                     **common_args(tmp_path))
+    trainer = CPOTrainer(model=LlamaForCausalLM(tiny_config()), args=args, train_dataset=preference_rows(),
+                         processing_class=tokenizer)
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(4)])
+    with torch.no_grad():
+        chosen, rejected = trainer.concatenated_forward(trainer.model, batch)[:2]  # per-token averages (B,)
+        theirs = trainer.compute_loss(trainer.model, batch)
+    ours = simpo_loss(chosen, rejected, beta=2.0, gamma=1.0)
+    assert_close(ours.mean(), theirs, rtol=1e-5, atol=1e-5)
+    assert_close(ours, trainer.cpo_loss(chosen, rejected)[0], rtol=1e-5, atol=1e-6)
+    # the margin gamma counts: without it the loss is lower for every pair
+    assert (simpo_loss(chosen, rejected, beta=2.0, gamma=0.0) < ours).all()
 
 
 def test_preference_logps_score_answers_as_dpo_trainer_does(tokenizer, tmp_path, tiny_config):
