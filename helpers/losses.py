@@ -71,12 +71,13 @@ def dpo_variant_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: t
                      ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor, beta: float, loss_type: str,
                      chosen_lengths: torch.Tensor | None = None, rejected_lengths: torch.Tensor | None = None
                      ) -> torch.Tensor:
-    """Other losses on DPO's log-ratios, per example (B,). Inputs as `dpo_loss`: (B,) summed log-probs.
+    """Other losses on DPO's log-ratios, per example (B,). Inputs as `dpo_loss`: (B,) summed log-probs; the margin
+    is log(pi/pi_ref)(chosen) - log(pi/pi_ref)(rejected), (B,).
 
     "sigmoid": DPO itself. "hinge" (SLiC): relu(1 - beta * margin), zero once the margin passes 1 / beta, so a pair
     that is learned stops pulling. "ipo": the squared distance of the margin from 1 / (2 beta), a target instead of a
     margin to maximise, with each log-ratio divided by its answer's token count (chosen_lengths, rejected_lengths)
-    as TRL does it.
+    as TRL does it (both (B,) token counts).
     """
     chosen_logratios = policy_chosen_logps - ref_chosen_logps
     rejected_logratios = policy_rejected_logps - ref_rejected_logps

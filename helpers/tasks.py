@@ -49,11 +49,18 @@ _GREEDY_NEUTRAL = {"use_cache", "output_attentions", "output_hidden_states", "pa
                    "top_k", "min_p", "typical_p", "max_length", "max_new_tokens", "cache_implementation"}
 
 
+def _soft_prompt(model) -> bool:
+    """True for a peft prompt-learning model (prompt tuning, prefix tuning, p-tuning): peft puts its virtual tokens
+    (or its prefix keys and values) in front of whatever it is given, so a sequence cannot be run in parts from a KV
+    cache of its prompt."""
+    config = getattr(model, "active_peft_config", None)
+    return config is not None and config.is_prompt_learning
+
+
 def _plain_greedy(model) -> bool:
     """True where greedy_decode reproduces model.generate: no soft prompt, no logits processor in the generation
     config (Qwen2.5's repetition_penalty, say)."""
-    config = getattr(model, "active_peft_config", None)
-    if config is not None and config.is_prompt_learning:
+    if _soft_prompt(model):
         return False
     generation_config = getattr(model, "generation_config", None)
     return generation_config is not None and set(generation_config.to_diff_dict()) <= _GREEDY_NEUTRAL
@@ -230,8 +237,12 @@ def shared_prompt_passes(model, sequences: list[list[list[int]]], shareable: lis
     b]; suffix_ids (b, S) the tokens after the shared prefix, right padded with pad_token_id; offsets (b,) where each
     suffix starts in its sequence; forward(**kwargs) runs the model on the suffixes and returns its outputs;
     forward.cache is the KV cache, holding the prefix (`generate_and_score` decodes from it in the last continuation).
-    Call inside `evaluating(model)`.
+    Call inside `evaluating(model)`. Not for soft prompts (prompt or prefix tuning): peft would put its virtual tokens
+    or its prefix in front of every continuation again.
     """
+    if _soft_prompt(model):
+        raise ValueError("A soft prompt (prompt or prefix tuning) cannot run a sequence in parts from its prompt's KV "
+                         "cache: score whole sequences (helpers.answers_logps does so for such a model).")
     device = model.device
     for start in range(0, len(sequences), batch_size):
         rows = sequences[start:start + batch_size]
@@ -259,6 +270,31 @@ def shared_prompt_passes(model, sequences: list[list[list[int]]], shareable: lis
                 cache.crop(prefix_ids.shape[1] - cache.get_seq_length())
 
 
+def _whole_sequence_logps(model, sequences: list[list[list[int]]], answer_starts: list[int], pad_token_id: int,
+                          batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """answers_logps without a shared prompt: each of the K sequences of each row run whole, right padded. The
+    logits of the real tokens are the last T positions, whatever virtual tokens a soft prompt puts before them."""
+    from .losses import sequence_logps
+
+    K = len(sequences[0])
+    sums, lengths = torch.zeros(K, len(sequences)), torch.zeros(K, len(sequences))
+    with evaluating(model), torch.no_grad():
+        for start in range(0, len(sequences), batch_size):
+            rows = range(start, min(start + batch_size, len(sequences)))
+            for k in range(K):
+                ids, attention = _padded([sequences[i][k] for i in rows], pad_token_id, left=False)
+                logits = model(input_ids=ids.to(model.device), attention_mask=attention.to(model.device)).logits
+                logits = logits[:, -ids.shape[1]:-1].float()  # position j predicts token j + 1
+                first = torch.tensor([answer_starts[i] for i in rows])
+                end = torch.tensor([len(sequences[i][k]) for i in rows])
+                j = torch.arange(ids.shape[1] - 1)
+                scored = ((j >= first[:, None] - 1) & (j < end[:, None] - 1)).long()
+                sums[k, rows.start:rows.stop] = sequence_logps(logits, ids[:, 1:].to(logits.device),
+                                                               scored.to(logits.device)).cpu()
+                lengths[k, rows.start:rows.stop] = (end - first).float()
+    return sums, lengths
+
+
 def answers_logps(model, tokenizer, prompts: list[list[dict]], answer_sets: list[list[list[dict]]],
                   batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed log-probabilities of K answers to each prompt, the prompt computed once (`shared_prompt_passes`).
@@ -278,6 +314,8 @@ def answers_logps(model, tokenizer, prompts: list[list[dict]], answer_sets: list
         shareable.append(n_prompt - 1)  # position n_prompt - 1 predicts the first answer token
         answer_starts.append(n_prompt)
     sums, lengths = torch.zeros(len(answer_sets), len(prompts)), torch.zeros(len(answer_sets), len(prompts))
+    if _soft_prompt(model):  # whole sequences, each prompt run once per answer
+        return _whole_sequence_logps(model, sequences, answer_starts, tokenizer.pad_token_id, batch_size)
     with evaluating(model):
         for start, k, suffix, offsets, forward in shared_prompt_passes(model, sequences, shareable,
                                                                        tokenizer.pad_token_id, batch_size,

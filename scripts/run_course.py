@@ -202,6 +202,7 @@ def keep_recorded_peak(profile: str) -> dict | None:
     recorded = BENCHMARKS / f"{profile}.json"
     bench = json.loads(recorded.read_text()) if recorded.exists() else {}
     if not bench.get("cpu") or not bench.get("matmul_gflops"):
+        (RUNS / "machine.json").unlink(missing_ok=True)  # nothing to keep: measure afresh, never an old file
         return None
     machine = {"machine": bench["cpu"], "gflops": bench["matmul_gflops"],
                "matmul": f"kept from {recorded.relative_to(ROOT)} (its full run)"}

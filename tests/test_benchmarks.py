@@ -120,9 +120,12 @@ def test_a_partial_record_measures_shares_against_the_benchmarks_peak(tmp_path, 
     monkeypatch.setattr(run_course, "ROOT", tmp_path)
     monkeypatch.setattr(run_course, "RUNS", runs)
     monkeypatch.setattr(run_course, "BENCHMARKS", benchmarks)
-    assert run_course.keep_recorded_peak("cpu") is None  # nothing recorded: the notebooks measure
     runs.mkdir()
-    (runs / "machine.json").write_text(json.dumps({"machine": "CPU X | 2 threads", "gflops": {"float32": 2.1}}))
+    stale = json.dumps({"machine": "CPU X | 2 threads", "gflops": {"float32": 2.1}})
+    (runs / "machine.json").write_text(stale)
+    assert run_course.keep_recorded_peak("cpu") is None  # nothing recorded: the notebooks measure afresh
+    assert not (runs / "machine.json").exists()
+    (runs / "machine.json").write_text(stale)
     peaks = {"float32": 148.8, "bfloat16": 1.3}
     (benchmarks / "cpu.json").write_text(json.dumps({"cpu": "CPU X | 2 threads", "matmul_gflops": peaks}))
     run_course.keep_recorded_peak("cpu")

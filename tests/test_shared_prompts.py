@@ -30,8 +30,8 @@ def alone_logps(model, tokenizer, prompt, answer):
     n_prompt = len(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
                                                  return_dict=True)["input_ids"])
     ids = torch.tensor([tokenizer.apply_chat_template(prompt + answer, tokenize=True, return_dict=True)["input_ids"]])
-    with torch.no_grad():
-        logits = model(input_ids=ids).logits[:, :-1].float()
+    with torch.no_grad():  # a soft prompt's virtual tokens come first: the real tokens' logits are the last ones
+        logits = model(input_ids=ids).logits[:, -ids.shape[1]:-1].float()
     mask = torch.zeros_like(ids[:, 1:])
     mask[:, n_prompt - 1:] = 1
     return sequence_logps(logits, ids[:, 1:], mask).item()
@@ -51,17 +51,31 @@ def lora(model, task_type):
     return model.eval()
 
 
-@pytest.mark.parametrize("with_lora", [False, True])
-def test_preference_logps_equal_each_sequence_scored_alone(tokenizer, tiny_config, pairs, with_lora):
+def with_adapter(model, adapter: str):
+    """The tiny model as it is, with LoRA, or with a soft prompt (random virtual tokens or prefix)."""
+    from peft import PrefixTuningConfig, PromptTuningConfig
+
+    torch.manual_seed(1)
+    if adapter == "lora":
+        return lora(model, "CAUSAL_LM")
+    if adapter == "prompt tuning":
+        return get_peft_model(model, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)).eval()
+    if adapter == "prefix tuning":
+        return get_peft_model(model, PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)).eval()
+    return model
+
+
+@pytest.mark.parametrize("adapter", ["none", "lora", "prompt tuning", "prefix tuning"])
+def test_preference_logps_equal_each_sequence_scored_alone(tokenizer, tiny_config, pairs, adapter):
+    """A soft prompt cannot share its prompt's KV cache (peft puts the virtual tokens, or its prefix, in front of
+    every continuation again): notebook 03 once reported prompt tuning's held-out loss as 15.1 instead of 0.12."""
     torch.manual_seed(0)
-    model = LlamaForCausalLM(tiny_config()).eval()
-    if with_lora:
-        model = lora(model, "CAUSAL_LM")
+    model = with_adapter(LlamaForCausalLM(tiny_config()).eval(), adapter)
     ours = helpers.preference_logps(model, tokenizer, pairs, average=None, batch_size=4)  # two batches, one short
     for side in ("chosen", "rejected"):
         alone = torch.tensor([alone_logps(model, tokenizer, p["prompt"], p[side]) for p in pairs])
         assert_close(ours[side], alone, rtol=1e-5, atol=1e-4)
-    if with_lora:  # the adapter is on in the shared passes too: switching it off changes the scores
+    if adapter != "none":  # the adapter is on in the scoring passes too: switching it off changes the scores
         with model.disable_adapter():
             off = helpers.preference_logps(model, tokenizer, pairs, batch_size=4)
         assert (off["chosen"] - ours["chosen"]).abs().max() > 1e-3
@@ -122,19 +136,13 @@ def test_each_prompt_is_computed_once(tokenizer, tiny_config, pairs):
     assert sum(seen) < 0.75 * unshared, (seen, unshared)
 
 
-@pytest.mark.parametrize("adapter", ["none", "lora", "prompt tuning"])
+@pytest.mark.parametrize("adapter", ["none", "lora", "prompt tuning", "prefix tuning"])
 def test_generate_and_score_equals_generate_and_preference_logps(tokenizer, tiny_config, pairs, adapter):
     """Notebook 09 judges each policy with one pass over each prompt: its answers must be helpers.generate's and its
     log-probs preference_logps', over two batches (the second one short) and answers that end at different steps.
     A soft prompt (prompt tuning) cannot share the prompt with greedy_decode: there the two functions run apart."""
-    from peft import PromptTuningConfig
-
     torch.manual_seed(0)
-    model = LlamaForCausalLM(tiny_config()).eval()
-    if adapter == "lora":
-        model = lora(model, "CAUSAL_LM")
-    elif adapter == "prompt tuning":
-        model = get_peft_model(model, PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4)).eval()
+    model = with_adapter(LlamaForCausalLM(tiny_config()).eval(), adapter)
     answers, truncated, sums, lengths = helpers.generate_and_score(
         model, tokenizer, pairs["prompt"], [pairs["chosen"], pairs["rejected"]], max_new_tokens=12, batch_size=4)
     expected, expected_truncated = helpers.generate(model, tokenizer, pairs["prompt"], max_new_tokens=12,
