@@ -15,7 +15,8 @@ took 10 s or more).
 
 The roofline: each training cell's record (runs/*.json) counts its model FLOPs (helpers.tracking.FlopCounter) and
 divides the achieved FLOP/s by this machine's matrix-product peak in the precision it ran, measured at the start of
-the same run (runs/machine.json, deleted first so that it is fresh). The benchmark keeps them per training cell.
+the same run (runs/machine.json, deleted first so that it is fresh; a partial --record writes the benchmark's own
+peak there instead, so that one peak serves every row). The benchmark keeps them per training cell.
 """
 
 import argparse
@@ -194,6 +195,15 @@ def share(row: dict | None) -> str:
     return f"{text} ({'/'.join(sorted({c['precision'] for c in cells}))})"
 
 
+def cpu_model() -> str | None:
+    """This CPU's model name as helpers.profiles puts it first in a machine key (/proc/cpuinfo; None elsewhere)."""
+    try:
+        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return None
+
+
 def keep_recorded_peak(profile: str) -> dict | None:
     """Before a partial --record: runs/machine.json := the peak that benchmarks/<profile>.json was measured against,
     so that the re-run notebooks' shares use the same peak as the rest of the benchmark, not whatever an earlier run
@@ -204,6 +214,11 @@ def keep_recorded_peak(profile: str) -> dict | None:
     if not bench.get("cpu") or not bench.get("matmul_gflops"):
         (RUNS / "machine.json").unlink(missing_ok=True)  # nothing to keep: measure afresh, never an old file
         return None
+    here = cpu_model()
+    if here and bench["cpu"].split(" | ")[0] != here:
+        print(f"warning: {recorded.name} was measured on {bench['cpu'].split(' | ')[0]}, this is {here}: the notebooks "
+              "will measure this machine's peak, and the benchmark would mix two machines' rows. On a new machine run "
+              "the whole course with --record.", flush=True)
     machine = {"machine": bench["cpu"], "gflops": bench["matmul_gflops"],
                "matmul": f"kept from {recorded.relative_to(ROOT)} (its full run)"}
     RUNS.mkdir(parents=True, exist_ok=True)

@@ -112,7 +112,7 @@ def test_cpu_benchmark_records_the_roofline_of_every_training_cell():
             assert 0 < cell["peak_share"] <= 1, cell  # above 1 would mean a FLOP count that is wrong
 
 
-def test_a_partial_record_measures_shares_against_the_benchmarks_peak(tmp_path, monkeypatch):
+def test_a_partial_record_measures_shares_against_the_benchmarks_peak(tmp_path, monkeypatch, capsys):
     """`run_course.py --record 06` once took the peak from a runs/machine.json that a run sharing the cores had
     measured (2.1 GFLOP/s instead of 149), and recorded shares of 3000%."""
     runs, benchmarks = tmp_path / "runs", tmp_path / "benchmarks"
@@ -128,9 +128,14 @@ def test_a_partial_record_measures_shares_against_the_benchmarks_peak(tmp_path, 
     (runs / "machine.json").write_text(stale)
     peaks = {"float32": 148.8, "bfloat16": 1.3}
     (benchmarks / "cpu.json").write_text(json.dumps({"cpu": "CPU X | 2 threads", "matmul_gflops": peaks}))
+    monkeypatch.setattr(run_course, "cpu_model", lambda: "CPU X")
     run_course.keep_recorded_peak("cpu")
     machine = json.loads((runs / "machine.json").read_text())
     assert machine["machine"] == "CPU X | 2 threads" and machine["gflops"] == peaks
+    assert "warning" not in capsys.readouterr().out
+    monkeypatch.setattr(run_course, "cpu_model", lambda: "CPU Y")  # another machine: the rows would mix, say so
+    run_course.keep_recorded_peak("cpu")
+    assert "measured on CPU X, this is CPU Y" in capsys.readouterr().out
 
 
 def test_share_of_peak_shows_the_range_of_a_notebooks_cells():
