@@ -271,12 +271,11 @@ def shared_prompt_passes(model, sequences: list[list[list[int]]], shareable: lis
 
 
 def _whole_sequence_logps(model, sequences: list[list[list[int]]], answer_starts: list[int], pad_token_id: int,
-                          batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+                          batch_size: int, K: int) -> tuple[torch.Tensor, torch.Tensor]:
     """answers_logps without a shared prompt: each of the K sequences of each row run whole, right padded. The
     logits of the real tokens are the last T positions, whatever virtual tokens a soft prompt puts before them."""
     from .losses import sequence_logps
 
-    K = len(sequences[0])
     sums, lengths = torch.zeros(K, len(sequences)), torch.zeros(K, len(sequences))
     with evaluating(model), torch.no_grad():
         for start in range(0, len(sequences), batch_size):
@@ -297,7 +296,8 @@ def _whole_sequence_logps(model, sequences: list[list[list[int]]], answer_starts
 
 def answers_logps(model, tokenizer, prompts: list[list[dict]], answer_sets: list[list[list[dict]]],
                   batch_size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed log-probabilities of K answers to each prompt, the prompt computed once (`shared_prompt_passes`).
+    """Summed log-probabilities of K answers to each prompt, the prompt computed once (`shared_prompt_passes`; a
+    soft prompt runs each whole sequence instead).
 
     prompts: N chat prompts; answer_sets: K lists of N assistant turns (lists with one message), e.g. [chosen,
     rejected]. Tokenized the way TRL's preference trainers do it: the chat template of prompt + answer, the answer
@@ -315,7 +315,8 @@ def answers_logps(model, tokenizer, prompts: list[list[dict]], answer_sets: list
         answer_starts.append(n_prompt)
     sums, lengths = torch.zeros(len(answer_sets), len(prompts)), torch.zeros(len(answer_sets), len(prompts))
     if _soft_prompt(model):  # whole sequences, each prompt run once per answer
-        return _whole_sequence_logps(model, sequences, answer_starts, tokenizer.pad_token_id, batch_size)
+        return _whole_sequence_logps(model, sequences, answer_starts, tokenizer.pad_token_id, batch_size,
+                                     len(answer_sets))
     with evaluating(model):
         for start, k, suffix, offsets, forward in shared_prompt_passes(model, sequences, shareable,
                                                                        tokenizer.pad_token_id, batch_size,
@@ -410,7 +411,8 @@ def generate_and_score(model, tokenizer, prompts: list[list[dict]], answer_sets:
 def preference_logps(model, tokenizer, pairs, average: bool = False, batch_size: int = 16) -> dict:
     """{"chosen": (N,), "rejected": (N,)} answer log-probs for a preference dataset (prompt/chosen/rejected).
 
-    The chosen and the rejected answer share their prompt's forward pass (`shared_prompt_passes`).
+    The chosen and the rejected answer share their prompt's forward pass (`shared_prompt_passes`; not with a soft
+    prompt, see `answers_logps`).
     average=None returns both kinds from one pass: {"chosen", "rejected"} summed (DPO's measure) and
     {"chosen_average", "rejected_average"} per token (ORPO's).
     """

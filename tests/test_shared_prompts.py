@@ -75,6 +75,20 @@ def test_preference_logps_equal_each_sequence_scored_alone(tokenizer, tiny_confi
     for side in ("chosen", "rejected"):
         alone = torch.tensor([alone_logps(model, tokenizer, p["prompt"], p[side]) for p in pairs])
         assert_close(ours[side], alone, rtol=1e-5, atol=1e-4)
+    if adapter in ("prompt tuning", "prefix tuning"):  # and against peft's own loss, which places the labels itself
+        prompt, answer = pairs[0]["prompt"], pairs[0]["chosen"]
+        n_prompt = len(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True,
+                                                     return_dict=True)["input_ids"])
+        ids = torch.tensor([tokenizer.apply_chat_template(prompt + answer, tokenize=True,
+                                                          return_dict=True)["input_ids"]])
+        labels = ids.clone()
+        labels[:, :n_prompt] = -100
+        with torch.no_grad():
+            loss = model(input_ids=ids, labels=labels).loss  # the mean over the answer's tokens
+        assert_close(ours["chosen"][0], -loss * (ids.shape[1] - n_prompt), rtol=1e-4, atol=1e-3)
+        with pytest.raises(ValueError, match="soft prompt"):  # the shared passes refuse it
+            next(helpers.tasks.shared_prompt_passes(model, [[ids[0].tolist()]], [n_prompt - 1],
+                                                    tokenizer.pad_token_id))
     if adapter != "none":  # the adapter is on in the scoring passes too: switching it off changes the scores
         with model.disable_adapter():
             off = helpers.preference_logps(model, tokenizer, pairs, batch_size=4)
@@ -140,7 +154,8 @@ def test_each_prompt_is_computed_once(tokenizer, tiny_config, pairs):
 def test_generate_and_score_equals_generate_and_preference_logps(tokenizer, tiny_config, pairs, adapter):
     """Notebook 09 judges each policy with one pass over each prompt: its answers must be helpers.generate's and its
     log-probs preference_logps', over two batches (the second one short) and answers that end at different steps.
-    A soft prompt (prompt tuning) cannot share the prompt with greedy_decode: there the two functions run apart."""
+    A soft prompt (prompt or prefix tuning) cannot share the prompt with greedy_decode: there the two functions run
+    apart."""
     torch.manual_seed(0)
     model = with_adapter(LlamaForCausalLM(tiny_config()).eval(), adapter)
     answers, truncated, sums, lengths = helpers.generate_and_score(
