@@ -272,25 +272,14 @@ def shared_prompt_passes(model, sequences: list[list[list[int]]], shareable: lis
 
 def _whole_sequence_logps(model, sequences: list[list[list[int]]], answer_starts: list[int], pad_token_id: int,
                           batch_size: int, K: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """answers_logps without a shared prompt: each of the K sequences of each row run whole, right padded. The
-    logits of the real tokens are the last T positions, whatever virtual tokens a soft prompt puts before them."""
-    from .losses import sequence_logps
-
+    """answers_logps without a shared prompt (a soft prompt): each whole sequence through `completion_losses`, which
+    reads the real tokens' logits after any virtual ones; its mean over the answer's tokens times their count."""
     sums, lengths = torch.zeros(K, len(sequences)), torch.zeros(K, len(sequences))
-    with evaluating(model), torch.no_grad():
-        for start in range(0, len(sequences), batch_size):
-            rows = range(start, min(start + batch_size, len(sequences)))
-            for k in range(K):
-                ids, attention = _padded([sequences[i][k] for i in rows], pad_token_id, left=False)
-                logits = model(input_ids=ids.to(model.device), attention_mask=attention.to(model.device)).logits
-                logits = logits[:, -ids.shape[1]:-1].float()  # position j predicts token j + 1
-                first = torch.tensor([answer_starts[i] for i in rows])
-                end = torch.tensor([len(sequences[i][k]) for i in rows])
-                j = torch.arange(ids.shape[1] - 1)
-                scored = ((j >= first[:, None] - 1) & (j < end[:, None] - 1)).long()
-                sums[k, rows.start:rows.stop] = sequence_logps(logits, ids[:, 1:].to(logits.device),
-                                                               scored.to(logits.device)).cpu()
-                lengths[k, rows.start:rows.stop] = (end - first).float()
+    for k in range(K):
+        rows = [row[k] for row in sequences]
+        labels = [[-100] * start + row[start:] for row, start in zip(rows, answer_starts)]  # the answer's tokens only
+        lengths[k] = torch.tensor([len(row) - start for row, start in zip(rows, answer_starts)], dtype=torch.float)
+        sums[k] = -completion_losses(model, rows, labels, pad_token_id, batch_size) * lengths[k]
     return sums, lengths
 
 
@@ -313,10 +302,10 @@ def answers_logps(model, tokenizer, prompts: list[list[dict]], answer_sets: list
                                                         return_dict=True)["input_ids"] for answers in answer_sets])
         shareable.append(n_prompt - 1)  # position n_prompt - 1 predicts the first answer token
         answer_starts.append(n_prompt)
-    sums, lengths = torch.zeros(len(answer_sets), len(prompts)), torch.zeros(len(answer_sets), len(prompts))
     if _soft_prompt(model):  # whole sequences, each prompt run once per answer
         return _whole_sequence_logps(model, sequences, answer_starts, tokenizer.pad_token_id, batch_size,
                                      len(answer_sets))
+    sums, lengths = torch.zeros(len(answer_sets), len(prompts)), torch.zeros(len(answer_sets), len(prompts))
     with evaluating(model):
         for start, k, suffix, offsets, forward in shared_prompt_passes(model, sequences, shareable,
                                                                        tokenizer.pad_token_id, batch_size,

@@ -15,9 +15,9 @@ from torch.testing import assert_close
 from transformers import LlamaForCausalLM, LlamaForSequenceClassification
 
 import helpers
-from helpers.losses import (GRPO_LOSS_TYPES, check_grpo_batch, dpo_loss, dpo_variant_loss, gae, grpo_advantages, grpo_loss, kto_loss,
-                            orpo_loss, ppo_clip_loss, reward_model_loss, rloo_advantages, rloo_loss, sequence_logps,
-                            simpo_loss)
+from helpers.losses import (GRPO_LOSS_TYPES, check_grpo_batch, dpo_loss, dpo_variant_loss, gae, grpo_advantages,
+                            grpo_loss, kto_loss, orpo_loss, ppo_clip_loss, reward_model_loss, rloo_advantages,
+                            rloo_loss, sequence_logps, simpo_loss)
 
 warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*deprecated")
 
