@@ -1,8 +1,9 @@
 # Two commands for a fresh machine (both install what they need into .venv first):
 #   make course   run every notebook in the cpu profile; executed copies go to runs/executed/
 #   make test     ruff (make lint), helper tests + every notebook under nbval + learning-effect thresholds (cpu
-#                 profile, float32), notebook 01 again in bfloat16 mixed precision with its thresholds, then every
-#                 notebook again in the t4-sim and l4-sim profiles (a T4's and an L4's settings on the CPU, toy sizes)
+#                 profile, float32; two notebooks at a time, scripts/run_tests.py), notebook 01 again in bfloat16
+#                 mixed precision with its thresholds, then every notebook again in the t4-sim and l4-sim profiles
+#                 (a T4's and an L4's settings on the CPU, toy sizes)
 # Others: make test-fast (ruff + unit tests, no notebook runs, about a minute), make lab (JupyterLab on the course,
 # with the venv's kernel; LAB_ARGS="--no-browser" on a server), make test-sim (just the -sim profiles), make
 # test-bf16, make bench (course + record runtimes, the roofline and the results into benchmarks/ and the README,
@@ -47,9 +48,11 @@ lint: $(STAMP)
 test-fast: $(STAMP) lint
 	$(BIN)/python -m pytest tests -m "not notebooks and not slow and not colab"
 
+# The cpu part: the notebooks in two streams side by side, one thread each, then 09 and the tests that check the
+# records (scripts/run_tests.py says why and how; `python scripts/run_tests.py --serial` is the plain `pytest`).
 test: $(STAMP) lint
 	rm -rf runs/*.json runs/checkpoints
-	$(BIN)/python -m pytest
+	$(BIN)/python scripts/run_tests.py
 	$(MAKE) test-bf16
 	$(MAKE) test-sim
 

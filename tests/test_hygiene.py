@@ -189,3 +189,26 @@ def test_each_notebook_says_what_it_writes_and_reads(path):
     for record, keys, what, digits, *expect in course.get("headlines", []):
         assert record in course["records"] and what and isinstance(digits, int), (record, keys)
         assert expect in ([], ["rose"], ["fell"], ["> 0"], ["< 0"]), f"{record}: expect one of rose, fell, > 0, < 0"
+
+
+def test_make_test_runs_every_notebook_once_after_the_records_it_reads():
+    """make test runs the notebooks in two streams side by side, then 09 (scripts/run_tests.py). A notebook missing
+    from the streams would never be tested; one placed before a notebook whose records it reads would fail on a
+    clean clone (or read a stale record locally)."""
+    import run_course
+    import run_tests
+
+    placed = [name for stream in run_tests.STREAMS.values() for name in stream] + run_tests.AFTER
+    course = [path.stem for path in run_course.course_notebooks()]
+    assert sorted(placed) == sorted(course), f"scripts/run_tests.py must place each of {course} once: {placed}"
+    writer = {record: name for name in course for record in run_course.METADATA[name].get("records", [])}
+    for stream in run_tests.STREAMS.values():
+        for i, name in enumerate(stream):
+            for record in run_course.METADATA[name].get("needs", []):
+                assert writer[record] in stream[:i], f"{name} reads {record}: run {writer[record]} before it, " \
+                                                     "in the same stream"
+    for name in run_tests.AFTER:
+        assert all(writer[record] not in run_tests.AFTER for record in run_course.METADATA[name].get("needs", []))
+    for stream in run_tests.STREAMS:
+        assert all(Path(ROOT / arg).exists() for arg in run_tests.pytest_args(stream) if arg.endswith(".ipynb"))
+    assert "scripts/run_tests.py" in (ROOT / "Makefile").read_text()
