@@ -48,8 +48,8 @@ lint: $(STAMP)
 test-fast: $(STAMP) lint
 	$(BIN)/python -m pytest tests -m "not notebooks and not slow and not colab"
 
-# The cpu part: the notebooks in two streams side by side, one thread each, then 09 and the tests that check the
-# records (scripts/run_tests.py says why and how; `python scripts/run_tests.py --serial` is the plain `pytest`).
+# The cpu part: two notebooks at a time, one thread each, each after the notebooks whose records it reads, then the
+# tests that check the records (scripts/run_tests.py says why; `python scripts/run_tests.py --serial` is plain pytest).
 test: $(STAMP) lint
 	rm -rf runs/*.json runs/checkpoints
 	$(BIN)/python scripts/run_tests.py

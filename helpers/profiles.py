@@ -112,6 +112,9 @@ class Profile:
     homework_models: tuple
     # notebook 04 trains whole epochs; a positive number stops it after that many steps (the simulation profiles)
     embed_max_steps: int = -1
+    # notebook 08's section 11: steps of each loss-type variant (None: grpo_steps, and section 6's run is its "dapo"
+    # entry). A GPU profile trains five variants at a shorter budget than its main run.
+    grpo_ablation_steps: int | None = None
     simulates: str | None = None  # the GPU profile whose settings a -sim profile runs on the CPU
 
     @property
@@ -186,7 +189,7 @@ PROFILES = {
         ppo_eval_prompts=40,
         orpo_steps=60, orpo_beta=0.1, orpo_learning_rate=1e-4,
         grpo_steps=100, grpo_num_generations=8, grpo_batch_size=32, grpo_learning_rate=5e-5, grpo_beta=0.04,
-        grpo_max_completion_length=48, grpo_eval_prompts=64,
+        grpo_max_completion_length=48, grpo_eval_prompts=64, grpo_ablation_steps=20,
         homework_models=(("SmolLM2-360M-Instruct", "HuggingFaceTB/SmolLM2-360M-Instruct", True),
                          ("Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct", True)),
     ),
@@ -234,7 +237,7 @@ def _simulation(gpu: str, chat_model: str, homework_models: tuple) -> Profile:
         pref_steps=2, pref_batch_size=2, pref_eval_pairs=8, dpo_betas=(0.1, 0.2), dpo_beta=0.1,
         rm_steps=2, rm_batch_size=2, ppo_steps=2, ppo_batch_size=4, ppo_max_new_tokens=8, ppo_eval_prompts=4,
         orpo_steps=2, grpo_steps=2, grpo_num_generations=2, grpo_batch_size=4, grpo_max_completion_length=8,
-        grpo_eval_prompts=4, homework_models=homework_models,
+        grpo_eval_prompts=4, grpo_ablation_steps=None, homework_models=homework_models,
     )
 
 

@@ -1,91 +1,150 @@
 """make test's cpu part: every notebook under nbval (cpu profile), the homework's solution, then the tests.
 
-On 2 cores the notebooks ran one after another for about 57 minutes, and much of that time a notebook keeps one
-core busy, not two: Python between the matrix products, kernel start and imports (about 9 s a notebook), tokenizing,
-`generate`'s step loop. So the run is split in two streams that go side by side, one thread each, and the notebooks
-that read both streams' records (09) run after them:
+On 2 cores the notebooks ran one after another for about an hour, and much of that time a notebook keeps one core
+busy, not two: Python between the matrix products, kernel start and imports (about 9 s a notebook), tokenizing,
+`generate`'s step loop. So two notebooks run side by side, one thread each, as separate pytest processes:
 
-    stream A  01 02 03 04 06 07, then the tests that read no notebook record (pytest -m "not notebooks")
-    stream B  05 08 and the homework's solution
-    after     09 (torch's own thread count), then the tests that check the records (pytest -m notebooks)
+- a notebook starts once the notebooks whose records it reads (its metadata "needs", scripts/run_course.py) have
+  passed; of the ready ones, the one with the longest chain of notebooks waiting behind it starts first (the seconds
+  in benchmarks/cpu.json: 05, then 08, then 09), and the last job left takes every core;
+- the tests that read no record (`pytest tests -m "not notebooks"`) are one more job of the same queue;
+- when every notebook has passed, the tests that check their records (`pytest tests -m notebooks`) run alone.
 
-Each stream keeps the course order of the notebooks whose records it reads (02 reads 01's, 07 06's, 08 05's reward
-model); tests/test_hygiene.py checks that every course notebook is in exactly one place and that nothing reads a
-record before it is written. One thread per process gives the same numbers as two, up to rounding in the last bits,
-as does another CPU (the committed outputs and thresholds already allow for that), and the timings a notebook records
-while the other stream shares the cores are not the benchmark's: `make bench` (scripts/run_course.py) measures those,
-one notebook at a time. Output of each stream: runs/test-logs/stream_<A|B>.log, its last lines printed at the end (all
-of it when it failed).
+A notebook whose needs failed is not run (it would fail for the same reason). One thread per process gives the same
+numbers as two up to rounding in the last bits, as another CPU does (the committed outputs and the thresholds already
+allow for that). The times a notebook records while another shares the cores are not the benchmark's: `make bench`
+(scripts/run_course.py) measures those, one notebook at a time. Each job's output: runs/test-logs/<job>.log, printed
+in full when it failed.
 
-    python scripts/run_tests.py            # what make test runs
-    python scripts/run_tests.py --serial   # everything in one pytest, one notebook at a time (about 15 min longer)
+    python scripts/run_tests.py              # what make test runs
+    python scripts/run_tests.py --workers 1  # one job at a time (each with every core)
+    python scripts/run_tests.py --serial     # plain `pytest`: everything in one process, in order
 """
+import argparse
+import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import run_course  # scripts/, beside this file: the notebooks and their metadata "needs"
+
 ROOT = Path(__file__).resolve().parent.parent
+
 LOGS = ROOT / "runs" / "test-logs"
-NOTEBOOKS = "notebooks"
-HOMEWORK_SOLUTION = "homework/solution/dpo_orpo_solution.ipynb"
-
-# Balanced by benchmarks/cpu.json's seconds (A about 1630 s of notebooks plus ~420 s of tests, B about 1360 s plus
-# 08's ablation), in course order within each stream.
-STREAMS = {
-    "A": ["01_pretraining_vs_sft", "02_lora_qlora", "03_peft_methods", "04_matryoshka_embeddings", "06_dpo",
-          "07_orpo"],
-    "B": ["05_reward_model_ppo", "08_grpo", "dpo_orpo_solution"],
-}
-UNIT_TESTS_IN = "A"  # the stream that runs `tests -m "not notebooks"` after its notebooks
-AFTER = ["09_comparison"]  # read records of both streams
+UNIT_TESTS = "unit tests"
+UNIT_TESTS_SECONDS = 450  # `pytest tests -m "not notebooks"` on 2 cores (the Colab rebuild is most of it)
+DEFAULT_SECONDS = 300  # a notebook the benchmark has not timed yet
 
 
-def path_of(name: str) -> str:
-    return HOMEWORK_SOLUTION if name == Path(HOMEWORK_SOLUTION).stem else f"{NOTEBOOKS}/{name}.ipynb"
+def jobs() -> dict[str, dict]:
+    """{job: {"args": pytest arguments, "needs": jobs that must pass first, "seconds": its expected time}}."""
+    writer = {record: path.stem for path in run_course.course_notebooks()
+              for record in run_course.METADATA[path.stem].get("records", [])}
+    try:
+        bench = json.loads((ROOT / "benchmarks" / "cpu.json").read_text())
+        seconds = {row["notebook"]: row["seconds"] for row in bench["notebooks"]}
+    except (OSError, ValueError, KeyError):
+        seconds = {}
+    out = {path.stem: {"args": [str(path.relative_to(ROOT))],
+                       "needs": {writer[record] for record in run_course.METADATA[path.stem].get("needs", [])},
+                       "seconds": seconds.get(path.stem, DEFAULT_SECONDS)}
+           for path in run_course.course_notebooks()}
+    out[UNIT_TESTS] = {"args": ["tests", "-m", "not notebooks"], "needs": set(), "seconds": UNIT_TESTS_SECONDS}
+    return out
 
 
-def pytest_args(stream: str) -> list[str]:
-    args = [path_of(name) for name in STREAMS[stream]]
-    return args + (["tests", "-m", "not notebooks"] if stream == UNIT_TESTS_IN else [])
+def remaining(todo: dict[str, dict]) -> dict[str, float]:
+    """{job: its seconds plus those of the longest chain of jobs that wait on it}: the time from its start to the
+    end at the least. The job on the longest chain starts first (05, which 08 and then 09 wait for)."""
+    waiting = {job: [other for other, spec in todo.items() if job in spec["needs"]] for job in todo}
+    memo = {}
+
+    def chain(job):
+        if job not in memo:
+            memo[job] = todo[job]["seconds"] + max((chain(other) for other in waiting[job]), default=0)
+        return memo[job]
+
+    return {job: chain(job) for job in todo}
 
 
-def side_by_side(jobs: dict[str, list[str]], one_thread: bool) -> dict[str, int]:
-    """Run each job (name -> pytest arguments) in its own pytest process at once (one thread each, or torch's own
-    choice); return {name: exit code}. Output goes to runs/test-logs/<name>.log."""
+def schedule(todo: dict[str, dict], workers: int, start, poll) -> dict[str, str]:
+    """Run every job of `todo` with at most `workers` at once: a job starts when all its needs have passed, the one
+    with the longest chain of jobs behind it first (`remaining`). start(job, alone) launches one, alone=True when
+    no other job is running or left to start (it may take every core); poll() returns {job: passed?} for the jobs
+    that ended since. Returns {job: "passed" | "FAILED" | "not run (needs X)"}."""
+    result, running, priority = {}, set(), remaining(todo)
+    while len(result) < len(todo):
+        for job, spec in todo.items():  # a job whose needs failed, or were not run, is not run
+            failed = sorted(need for need in spec["needs"] if result.get(need, "passed") != "passed")
+            if job not in result and job not in running and failed:
+                result[job] = f"not run (needs {', '.join(failed)})"
+        ready = sorted((job for job, spec in todo.items() if job not in result and job not in running
+                        and all(result.get(need) == "passed" for need in spec["needs"])),
+                       key=lambda job: -priority[job])
+        for job in ready[:workers - len(running)]:
+            start(job, alone=not running and len(result) == len(todo) - 1)
+            running.add(job)
+        if not running:
+            break
+        for job, passed in poll().items():
+            running.discard(job)
+            result[job] = "passed" if passed else "FAILED"
+    return result
+
+
+def run(workers: int) -> int:
+    todo = jobs()
     LOGS.mkdir(parents=True, exist_ok=True)
-    # PASSIVE: no OpenMP thread spins waiting for work (bitsandbytes' and torch's pools spun against each other)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"} if one_thread else dict(os.environ)
-    started, running = time.perf_counter(), {}
-    for name, args in jobs.items():
-        log = open(LOGS / f"{name}.log", "w")
-        print(f"[{name}] pytest {' '.join(args)}  (log runs/test-logs/{name}.log"
-              f"{', one thread' if one_thread else ''})", flush=True)
-        running[name] = (subprocess.Popen([sys.executable, "-m", "pytest", *args], cwd=ROOT, env=env, stdout=log,
-                                          stderr=subprocess.STDOUT), log)
-    codes = {}
-    for name, (process, log) in running.items():
-        codes[name] = process.wait()
-        log.close()
-        print(f"[{name}] exit {codes[name]} after {time.perf_counter() - started:.0f} s", flush=True)
-    for name, code in codes.items():
-        lines = (LOGS / f"{name}.log").read_text().splitlines()
-        print(f"== {name}: " + ("passed" if code == 0 else "FAILED, its whole log:"))
-        print("\n".join(lines if code else lines[-6:]), flush=True)
-    return codes
+    # One thread each when two share 2 cores. PASSIVE: no OpenMP thread spins waiting for work (bitsandbytes' and
+    # torch's pools spun against each other).
+    cores = os.cpu_count() or 2
+    began, processes = time.perf_counter(), {}
+
+    def start(job, alone):
+        threads = cores if alone else max(1, cores // workers)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
+        log = open(LOGS / f"{job.replace(' ', '_')}.log", "w")
+        processes[job] = (subprocess.Popen([sys.executable, "-m", "pytest", *todo[job]["args"]], cwd=ROOT, env=env,
+                                           stdout=log, stderr=subprocess.STDOUT), log, time.perf_counter())
+        print(f"{time.perf_counter() - began:6.0f} s  start  {job}  (pytest {' '.join(todo[job]['args'])}, "
+              f"{threads} thread{'s' * (threads > 1)})", flush=True)
+
+    def poll():
+        while True:
+            ended = {job: p for job, p in processes.items() if p[0].poll() is not None}
+            if ended:
+                break
+            time.sleep(1)
+        for job, (process, log, started) in ended.items():
+            log.close()
+            del processes[job]
+            last = (LOGS / f"{job.replace(' ', '_')}.log").read_text().strip().splitlines()[-1:]
+            print(f"{time.perf_counter() - began:6.0f} s  {'passed' if process.returncode == 0 else 'FAILED'} {job} "
+                  f"after {time.perf_counter() - started:.0f} s: {last[0] if last else ''}", flush=True)
+        return {job: process.returncode == 0 for job, (process, _, _) in ended.items()}
+
+    result = schedule(todo, workers, start, poll)
+    bad = {job: state for job, state in result.items() if state != "passed"}
+    for job, state in bad.items():
+        print(f"\n== {job}: {state}")
+        if state == "FAILED":
+            print((LOGS / f"{job.replace(' ', '_')}.log").read_text(), flush=True)
+    if bad:
+        return 1
+    print(f"{time.perf_counter() - began:6.0f} s  every notebook passed; the tests of their records:", flush=True)
+    return subprocess.call([sys.executable, "-m", "pytest", "tests", "-m", "notebooks"], cwd=ROOT)
 
 
 def main(argv: list[str]) -> int:
-    if "--serial" in argv:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workers", type=int, default=2, help="jobs at once (default 2)")
+    parser.add_argument("--serial", action="store_true", help="plain pytest, one process")
+    args = parser.parse_args(argv)
+    if args.serial:
         return subprocess.call([sys.executable, "-m", "pytest"], cwd=ROOT)
-    codes = side_by_side({f"stream_{name}": pytest_args(name) for name in STREAMS}, one_thread=True)
-    if any(codes.values()):
-        return 1
-    if side_by_side({"after": [path_of(name) for name in AFTER]}, one_thread=False)["after"]:
-        return 1
-    print("[records] pytest tests -m notebooks", flush=True)
-    return subprocess.call([sys.executable, "-m", "pytest", "tests", "-m", "notebooks"], cwd=ROOT)
+    return run(args.workers)
 
 
 if __name__ == "__main__":

@@ -192,23 +192,52 @@ def test_each_notebook_says_what_it_writes_and_reads(path):
 
 
 def test_make_test_runs_every_notebook_once_after_the_records_it_reads():
-    """make test runs the notebooks in two streams side by side, then 09 (scripts/run_tests.py). A notebook missing
-    from the streams would never be tested; one placed before a notebook whose records it reads would fail on a
-    clean clone (or read a stale record locally)."""
+    """make test runs two notebooks at a time (scripts/run_tests.py): each a job that waits for the notebooks whose
+    records it reads. A notebook missing from the jobs would never be tested; one started before a notebook whose
+    records it reads would fail on a clean clone (or read a stale record locally)."""
     import run_course
     import run_tests
 
-    placed = [name for stream in run_tests.STREAMS.values() for name in stream] + run_tests.AFTER
+    jobs = run_tests.jobs()
     course = [path.stem for path in run_course.course_notebooks()]
-    assert sorted(placed) == sorted(course), f"scripts/run_tests.py must place each of {course} once: {placed}"
-    writer = {record: name for name in course for record in run_course.METADATA[name].get("records", [])}
-    for stream in run_tests.STREAMS.values():
-        for i, name in enumerate(stream):
-            for record in run_course.METADATA[name].get("needs", []):
-                assert writer[record] in stream[:i], f"{name} reads {record}: run {writer[record]} before it, " \
-                                                     "in the same stream"
-    for name in run_tests.AFTER:
-        assert all(writer[record] not in run_tests.AFTER for record in run_course.METADATA[name].get("needs", []))
-    for stream in run_tests.STREAMS:
-        assert all(Path(ROOT / arg).exists() for arg in run_tests.pytest_args(stream) if arg.endswith(".ipynb"))
+    assert sorted(jobs) == sorted(course + [run_tests.UNIT_TESTS])
+    assert jobs["02_lora_qlora"]["needs"] == {"01_pretraining_vs_sft"} and jobs["07_orpo"]["needs"] == {"06_dpo"}
+    assert jobs["09_comparison"]["needs"] >= {"05_reward_model_ppo", "06_dpo", "07_orpo", "08_grpo"}
+    assert all(Path(ROOT / job["args"][0]).exists() for name, job in jobs.items() if name != run_tests.UNIT_TESTS)
+    assert jobs[run_tests.UNIT_TESTS]["args"] == ["tests", "-m", "not notebooks"]
     assert "scripts/run_tests.py" in (ROOT / "Makefile").read_text()
+
+
+def fake_run(todo, workers, fails=()):
+    """run_tests.schedule with jobs that end one at a time, in start order: (result, start log, most at once)."""
+    import run_tests
+
+    started, running, most = [], [], [0]
+
+    def start(job, alone):
+        assert all(need in started and need not in running for need in todo[job]["needs"]), (job, started)
+        started.append(job)
+        running.append(job)
+        most[0] = max(most[0], len(running))
+
+    def poll():
+        job = running.pop(0)
+        return {job: job not in fails}
+
+    return run_tests.schedule(todo, workers, start, poll), started, most[0]
+
+
+def test_the_test_schedule_waits_for_needs_and_skips_what_a_failure_blocks():
+    def job(seconds, *needs):
+        return {"args": [], "needs": set(needs), "seconds": seconds}
+
+    todo = {"01": job(100), "02": job(100, "01"), "05": job(300), "08": job(600, "05"), "09": job(400, "02", "08"),
+            "hw": job(300), "unit": job(400)}
+    result, started, most = fake_run(todo, workers=2)
+    assert set(result.values()) == {"passed"} and sorted(started) == sorted(todo) and most == 2
+    assert started[0] == "05"  # the longest chain behind it: 05, 08, 09
+    result, started, _ = fake_run(todo, workers=2, fails={"05"})
+    assert result["05"] == "FAILED" and result["08"] == "not run (needs 05)" and result["09"] == "not run (needs 08)"
+    assert {"01", "02", "hw", "unit"} <= {job for job, state in result.items() if state == "passed"}
+    result, started, most = fake_run(todo, workers=1)
+    assert most == 1 and set(result.values()) == {"passed"}
