@@ -47,10 +47,14 @@ def jobs() -> dict[str, dict]:
         seconds = {row["notebook"]: row["seconds"] for row in bench["notebooks"]}
     except (OSError, ValueError, KeyError):
         seconds = {}
-    out = {path.stem: {"args": [str(path.relative_to(ROOT))],
-                       "needs": {writer[record] for record in run_course.METADATA[path.stem].get("needs", [])},
-                       "seconds": seconds.get(path.stem, DEFAULT_SECONDS)}
-           for path in run_course.course_notebooks()}
+    out = {}
+    for path in run_course.course_notebooks():
+        needs = run_course.METADATA[path.stem].get("needs", [])
+        unknown = [record for record in needs if record not in writer]
+        if unknown:
+            raise ValueError(f"{path.name} needs {unknown}, which no notebook's metadata course.records lists")
+        out[path.stem] = {"args": [str(path.relative_to(ROOT))], "needs": {writer[record] for record in needs},
+                          "seconds": seconds.get(path.stem, DEFAULT_SECONDS)}
     out[UNIT_TESTS] = {"args": ["tests", "-m", "not notebooks"], "needs": set(), "seconds": UNIT_TESTS_SECONDS}
     return out
 
@@ -59,11 +63,15 @@ def remaining(todo: dict[str, dict]) -> dict[str, float]:
     """{job: its seconds plus those of the longest chain of jobs that wait on it}: the time from its start to the
     end at the least. The job on the longest chain starts first (05, which 08 and then 09 wait for)."""
     waiting = {job: [other for other, spec in todo.items() if job in spec["needs"]] for job in todo}
-    memo = {}
+    memo, visiting = {}, set()
 
     def chain(job):
+        if job in visiting:
+            raise ValueError(f"{job} waits, through its needs, for itself: {sorted(visiting)}")
         if job not in memo:
+            visiting.add(job)
             memo[job] = todo[job]["seconds"] + max((chain(other) for other in waiting[job]), default=0)
+            visiting.discard(job)
         return memo[job]
 
     return {job: chain(job) for job in todo}
@@ -73,7 +81,9 @@ def schedule(todo: dict[str, dict], workers: int, start, poll) -> dict[str, str]
     """Run every job of `todo` with at most `workers` at once: a job starts when all its needs have passed, the one
     with the longest chain of jobs behind it first (`remaining`). start(job, alone) launches one, alone=True when
     no other job is running or left to start (it may take every core); poll() returns {job: passed?} for the jobs
-    that ended since. Returns {job: "passed" | "FAILED" | "not run (needs X)"}."""
+    that ended since. Returns {job: "passed" | "FAILED" | "not run (needs X)"} for every job."""
+    if workers < 1:
+        raise ValueError(f"workers={workers}: run at least one job at a time")
     result, running, priority = {}, set(), remaining(todo)
     while len(result) < len(todo):
         for job, spec in todo.items():  # a job whose needs failed, or were not run, is not run
@@ -91,12 +101,15 @@ def schedule(todo: dict[str, dict], workers: int, start, poll) -> dict[str, str]
         for job, passed in poll().items():
             running.discard(job)
             result[job] = "passed" if passed else "FAILED"
+    for job, spec in todo.items():  # needs no job of `todo` can meet: never silently left out
+        result.setdefault(job, f"not run (needs {', '.join(sorted(set(spec['needs']) - set(todo)))})")
     return result
 
 
-def run(workers: int) -> int:
-    todo = jobs()
-    LOGS.mkdir(parents=True, exist_ok=True)
+def run(workers: int, todo: dict | None = None, then: tuple = ("tests", "-m", "notebooks"), logs: Path = LOGS) -> int:
+    """Run `todo` (default: jobs()) with `workers` at once, then `pytest *then` if all passed; the exit code."""
+    todo = jobs() if todo is None else todo
+    logs.mkdir(parents=True, exist_ok=True)
     # One thread each when two share 2 cores. PASSIVE: no OpenMP thread spins waiting for work (bitsandbytes' and
     # torch's pools spun against each other).
     cores = os.cpu_count() or 2
@@ -105,7 +118,7 @@ def run(workers: int) -> int:
     def start(job, alone):
         threads = cores if alone else max(1, cores // workers)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
-        log = open(LOGS / f"{job.replace(' ', '_')}.log", "w")
+        log = open(logs / f"{job.replace(' ', '_')}.log", "w")
         processes[job] = (subprocess.Popen([sys.executable, "-m", "pytest", *todo[job]["args"]], cwd=ROOT, env=env,
                                            stdout=log, stderr=subprocess.STDOUT), log, time.perf_counter())
         print(f"{time.perf_counter() - began:6.0f} s  start  {job}  (pytest {' '.join(todo[job]['args'])}, "
@@ -120,21 +133,29 @@ def run(workers: int) -> int:
         for job, (process, log, started) in ended.items():
             log.close()
             del processes[job]
-            last = (LOGS / f"{job.replace(' ', '_')}.log").read_text().strip().splitlines()[-1:]
+            last = (logs / f"{job.replace(' ', '_')}.log").read_text(errors="replace").strip().splitlines()[-1:]
             print(f"{time.perf_counter() - began:6.0f} s  {'passed' if process.returncode == 0 else 'FAILED'} {job} "
                   f"after {time.perf_counter() - started:.0f} s: {last[0] if last else ''}", flush=True)
         return {job: process.returncode == 0 for job, (process, _, _) in ended.items()}
 
-    result = schedule(todo, workers, start, poll)
+    try:
+        result = schedule(todo, workers, start, poll)
+    finally:  # an error here must not leave pytest processes running
+        for process, log, _ in processes.values():
+            process.kill()
+            log.close()
     bad = {job: state for job, state in result.items() if state != "passed"}
+    for job, state in bad.items():  # what did not run first, then each failed log whole: pytest's summary ends it
+        if state != "FAILED":
+            print(f"== {job}: {state}")
     for job, state in bad.items():
-        print(f"\n== {job}: {state}")
         if state == "FAILED":
-            print((LOGS / f"{job.replace(' ', '_')}.log").read_text(), flush=True)
+            print(f"\n== {job}: FAILED, its log:\n" + (logs / f"{job.replace(' ', '_')}.log").read_text(errors="replace"),
+                  flush=True)
     if bad:
         return 1
-    print(f"{time.perf_counter() - began:6.0f} s  every notebook passed; the tests of their records:", flush=True)
-    return subprocess.call([sys.executable, "-m", "pytest", "tests", "-m", "notebooks"], cwd=ROOT)
+    print(f"{time.perf_counter() - began:6.0f} s  every job passed; then pytest {' '.join(then)}", flush=True)
+    return subprocess.call([sys.executable, "-m", "pytest", *then], cwd=ROOT)
 
 
 def main(argv: list[str]) -> int:

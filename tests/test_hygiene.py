@@ -212,10 +212,12 @@ def fake_run(todo, workers, fails=()):
     """run_tests.schedule with jobs that end one at a time, in start order: (result, start log, most at once)."""
     import run_tests
 
-    started, running, most = [], [], [0]
+    started, running, most, alone_ones = [], [], [0], []
 
     def start(job, alone):
         assert all(need in started and need not in running for need in todo[job]["needs"]), (job, started)
+        if alone:
+            alone_ones.append(job)
         started.append(job)
         running.append(job)
         most[0] = max(most[0], len(running))
@@ -224,7 +226,8 @@ def fake_run(todo, workers, fails=()):
         job = running.pop(0)
         return {job: job not in fails}
 
-    return run_tests.schedule(todo, workers, start, poll), started, most[0]
+    result = run_tests.schedule(todo, workers, start, poll)
+    return result, started, most[0] if workers > 1 else (most[0], alone_ones)
 
 
 def test_the_test_schedule_waits_for_needs_and_skips_what_a_failure_blocks():
@@ -239,5 +242,30 @@ def test_the_test_schedule_waits_for_needs_and_skips_what_a_failure_blocks():
     result, started, _ = fake_run(todo, workers=2, fails={"05"})
     assert result["05"] == "FAILED" and result["08"] == "not run (needs 05)" and result["09"] == "not run (needs 08)"
     assert {"01", "02", "hw", "unit"} <= {job for job, state in result.items() if state == "passed"}
-    result, started, most = fake_run(todo, workers=1)
-    assert most == 1 and set(result.values()) == {"passed"}
+    result, started, (most, alone) = fake_run(todo, workers=1)
+    assert most == 1 and set(result.values()) == {"passed"} and alone == [started[-1]]  # the last takes every core
+    result, _, _ = fake_run({**todo, "x": job(5, "missing")}, workers=2)  # a need no job meets: reported, not lost
+    assert result["x"] == "not run (needs missing)" and result["09"] == "passed"
+    with pytest.raises(ValueError, match="waits, through its needs, for itself"):
+        fake_run({"a": job(1, "b"), "b": job(1, "a")}, workers=2)
+
+
+@pytest.mark.slow
+def test_the_test_runner_runs_each_job_in_pytest_and_says_what_failed(tmp_path, capfd):
+    import run_tests
+
+    (tmp_path / "test_ok.py").write_text("def test_ok():\n    pass\n")
+    (tmp_path / "test_bad.py").write_text("def test_bad():\n    assert 1 == 2, 'the message'\n")
+    ok, bad = str(tmp_path / "test_ok.py"), str(tmp_path / "test_bad.py")
+
+    def job(path, *needs):
+        return {"args": [path], "needs": set(needs), "seconds": 1}
+
+    todo = {"ok": job(ok), "bad": job(bad), "after bad": job(ok, "bad")}
+    assert run_tests.run(2, todo, then=(ok,), logs=tmp_path / "logs") == 1
+    out = capfd.readouterr().out
+    assert "== after bad: not run (needs bad)" in out and "== bad: FAILED, its log:" in out and "the message" in out
+    assert "then pytest" not in out and (tmp_path / "logs" / "after_bad.log").exists() is False
+    assert run_tests.run(2, {"ok": job(ok), "ok too": job(ok, "ok")}, then=(ok,),
+                         logs=tmp_path / "logs") == 0
+    assert "1 passed" in (tmp_path / "logs" / "ok_too.log").read_text() and "then pytest" in capfd.readouterr().out

@@ -326,7 +326,7 @@ def test_grpo_loss_types_record_says_what_ran(grpo_loss_types, grpo, profile):
     for key, v in run["loss_types"].items():
         # one clip ratio per optimizer step; one sampled length per sampled batch (each used num_iterations times)
         assert v["steps"] == run["steps"] == len(v["clip_ratio_curve"]), key
-        assert len(v["sampled_length_curve"]) == run["steps"] // v["num_iterations"], key
+        assert len(v["sampled_length_curve"]) == -(-run["steps"] // v["num_iterations"]), key  # ceil
         assert v["section_6_run"] == (key == "dapo" and run["steps"] == profile.grpo_steps), key
         assert (v["seconds"] is None) == v["section_6_run"] and (v["seconds"] is None or v["seconds"] > 0), key
     if run["loss_types"]["dapo"]["section_6_run"]:  # the same run as 08_grpo.json: the same held-out means
@@ -366,15 +366,15 @@ def test_the_clip_binds_only_when_a_sampled_batch_is_reused(grpo_loss_types, pro
     for key, v in grpo_loss_types["loss_types"].items():
         if v["num_iterations"] == 1:
             assert all(c == 0 for c in v["clip_ratio_curve"]), (key, v["clip_ratio_curve"])
-        elif profile.effects_meaningful:
+        elif profile.name == "cpu":  # its learning rate (1e-3) moves the policy enough; a GPU profile's 5e-5 may not
             assert max(v["clip_ratio_curve"]) > 0, (key, v["clip_ratio_curve"])
 
 
 def test_the_clip_binds_on_the_second_update_of_each_batch_only(grpo_loss_types, profile):
     """num_iterations=2 (cpu: 10 steps, 5 sampled batches): measured clip shares 0.57, 0.27, 0.27, 0.19, 0.15 on the
     second updates, exactly 0 on the first (the ratio is 1 before the policy has moved)."""
-    if not profile.effects_meaningful:
-        pytest.skip("the -sim profiles' learning rate barely moves the policy")
+    if profile.name != "cpu":
+        pytest.skip("measured on the cpu profile (learning rate 1e-3); a GPU profile's 5e-5 may clip nothing")
     curve = grpo_loss_types["loss_types"]["dapo_num_iterations_2"]["clip_ratio_curve"]
     assert all(c == 0 for c in curve[0::2]) and min(curve[1::2]) > 0.02, curve
 
