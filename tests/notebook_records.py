@@ -1,6 +1,7 @@
 """The runs/*.json records the training notebooks write, for the tests that check their learning effects.
 
-`make test` runs the notebooks first (pytest collects notebooks/ before tests/), so the records are fresh.
+`make test` runs the notebooks first (scripts/run_tests.py; plain pytest collects notebooks/ before tests/), so the
+records are fresh.
 Run alone, a missing record is produced by executing the notebook that writes it, after the notebooks whose records
 it needs. Each notebook says which records it writes and needs in its metadata "course" (scripts/run_course.py).
 """
