@@ -60,6 +60,7 @@ def course_metadata(path: Path) -> dict:
 
 
 METADATA = {path.stem: course_metadata(path) for path in course_notebooks()}  # each notebook read once
+WRITTEN_BY = {record: name for name, meta in METADATA.items() for record in meta.get("records", [])}  # record -> nb
 # What the README's table says about each notebook besides the measured numbers: {notebook: (topic, profiles)}.
 CATALOGUE = {name: (meta.get("topic", ""), meta.get("profiles", DEFAULT_PROFILES)) for name, meta in METADATA.items()}
 

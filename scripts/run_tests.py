@@ -21,7 +21,6 @@ in full when it failed.
     python scripts/run_tests.py --serial     # plain `pytest`: everything in one process, in order
 """
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -40,21 +39,19 @@ DEFAULT_SECONDS = 300  # a notebook the benchmark has not timed yet
 
 def jobs() -> dict[str, dict]:
     """{job: {"args": pytest arguments, "needs": jobs that must pass first, "seconds": its expected time}}."""
-    writer = {record: path.stem for path in run_course.course_notebooks()
-              for record in run_course.METADATA[path.stem].get("records", [])}
     try:
-        bench = json.loads((ROOT / "benchmarks" / "cpu.json").read_text())
-        seconds = {row["notebook"]: row["seconds"] for row in bench["notebooks"]}
-    except (OSError, ValueError, KeyError):
-        seconds = {}
+        bench = run_course.read_benchmark("cpu")
+    except (ValueError, KeyError):  # a benchmark file that does not parse: every notebook gets the default
+        bench = {}
     out = {}
     for path in run_course.course_notebooks():
         needs = run_course.METADATA[path.stem].get("needs", [])
-        unknown = [record for record in needs if record not in writer]
+        unknown = [record for record in needs if record not in run_course.WRITTEN_BY]
         if unknown:
             raise ValueError(f"{path.name} needs {unknown}, which no notebook's metadata course.records lists")
-        out[path.stem] = {"args": [str(path.relative_to(ROOT))], "needs": {writer[record] for record in needs},
-                          "seconds": seconds.get(path.stem, DEFAULT_SECONDS)}
+        out[path.stem] = {"args": [str(path.relative_to(ROOT))],
+                          "needs": {run_course.WRITTEN_BY[record] for record in needs},
+                          "seconds": bench.get(path.stem, {}).get("seconds", DEFAULT_SECONDS)}
     out[UNIT_TESTS] = {"args": ["tests", "-m", "not notebooks"], "needs": set(), "seconds": UNIT_TESTS_SECONDS}
     return out
 
@@ -115,10 +112,13 @@ def run(workers: int, todo: dict | None = None, then: tuple = ("tests", "-m", "n
     cores = os.cpu_count() or 2
     began, processes = time.perf_counter(), {}
 
+    def log_of(job):
+        return logs / f"{job.replace(' ', '_')}.log"
+
     def start(job, alone):
         threads = cores if alone else max(1, cores // workers)
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
-        log = open(logs / f"{job.replace(' ', '_')}.log", "w")
+        log = open(log_of(job), "w")
         processes[job] = (subprocess.Popen([sys.executable, "-m", "pytest", *todo[job]["args"]], cwd=ROOT, env=env,
                                            stdout=log, stderr=subprocess.STDOUT), log, time.perf_counter())
         print(f"{time.perf_counter() - began:6.0f} s  start  {job}  (pytest {' '.join(todo[job]['args'])}, "
@@ -133,7 +133,7 @@ def run(workers: int, todo: dict | None = None, then: tuple = ("tests", "-m", "n
         for job, (process, log, started) in ended.items():
             log.close()
             del processes[job]
-            last = (logs / f"{job.replace(' ', '_')}.log").read_text(errors="replace").strip().splitlines()[-1:]
+            last = log_of(job).read_text(errors="replace").strip().splitlines()[-1:]
             print(f"{time.perf_counter() - began:6.0f} s  {'passed' if process.returncode == 0 else 'FAILED'} {job} "
                   f"after {time.perf_counter() - started:.0f} s: {last[0] if last else ''}", flush=True)
         return {job: process.returncode == 0 for job, (process, _, _) in ended.items()}
@@ -150,8 +150,7 @@ def run(workers: int, todo: dict | None = None, then: tuple = ("tests", "-m", "n
             print(f"== {job}: {state}")
     for job, state in bad.items():
         if state == "FAILED":
-            print(f"\n== {job}: FAILED, its log:\n" + (logs / f"{job.replace(' ', '_')}.log").read_text(errors="replace"),
-                  flush=True)
+            print(f"\n== {job}: FAILED, its log:\n" + log_of(job).read_text(errors="replace"), flush=True)
     if bad:
         return 1
     print(f"{time.perf_counter() - began:6.0f} s  every job passed; then pytest {' '.join(then)}", flush=True)

@@ -18,11 +18,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "scripts"))
 import run_course  # noqa: E402  (the notebooks' metadata "course", read once there)
 
 NOTEBOOKS = run_course.NOTEBOOKS
-WRITTEN_BY, NEEDS = {}, {}  # record -> notebook (relative to notebooks/); notebook -> the records it reads
-for _path in run_course.course_notebooks():
-    _name = _path.stem if _path.parent == NOTEBOOKS else f"../homework/solution/{_path.stem}"
-    WRITTEN_BY |= {record: _name for record in run_course.METADATA[_path.stem].get("records", [])}
-    NEEDS[_name] = tuple(run_course.METADATA[_path.stem].get("needs", ()))
+# notebook name -> its path relative to notebooks/, without .ipynb (the homework's solution lives elsewhere)
+_RELATIVE = {path.stem: path.stem if path.parent == NOTEBOOKS else f"../homework/solution/{path.stem}"
+             for path in run_course.course_notebooks()}
+WRITTEN_BY = {record: _RELATIVE[name] for record, name in run_course.WRITTEN_BY.items()}  # record -> notebook
+NEEDS = {_RELATIVE[name]: tuple(meta.get("needs", ())) for name, meta in run_course.METADATA.items()}
 
 def record(name: str) -> dict:
     """runs/<name>.json; its notebook is executed first if the record is missing, after the notebooks whose records

@@ -209,7 +209,8 @@ def test_make_test_runs_every_notebook_once_after_the_records_it_reads():
 
 
 def fake_run(todo, workers, fails=()):
-    """run_tests.schedule with jobs that end one at a time, in start order: (result, start log, most at once)."""
+    """run_tests.schedule with jobs that end one at a time, in start order: (result, start log, most at once, the
+    jobs started alone)."""
     import run_tests
 
     started, running, most, alone_ones = [], [], [0], []
@@ -226,8 +227,7 @@ def fake_run(todo, workers, fails=()):
         job = running.pop(0)
         return {job: job not in fails}
 
-    result = run_tests.schedule(todo, workers, start, poll)
-    return result, started, most[0] if workers > 1 else (most[0], alone_ones)
+    return run_tests.schedule(todo, workers, start, poll), started, most[0], alone_ones
 
 
 def test_the_test_schedule_waits_for_needs_and_skips_what_a_failure_blocks():
@@ -236,15 +236,15 @@ def test_the_test_schedule_waits_for_needs_and_skips_what_a_failure_blocks():
 
     todo = {"01": job(100), "02": job(100, "01"), "05": job(300), "08": job(600, "05"), "09": job(400, "02", "08"),
             "hw": job(300), "unit": job(400)}
-    result, started, most = fake_run(todo, workers=2)
+    result, started, most, _ = fake_run(todo, workers=2)
     assert set(result.values()) == {"passed"} and sorted(started) == sorted(todo) and most == 2
     assert started[0] == "05"  # the longest chain behind it: 05, 08, 09
-    result, started, _ = fake_run(todo, workers=2, fails={"05"})
+    result, started, _, _ = fake_run(todo, workers=2, fails={"05"})
     assert result["05"] == "FAILED" and result["08"] == "not run (needs 05)" and result["09"] == "not run (needs 08)"
     assert {"01", "02", "hw", "unit"} <= {job for job, state in result.items() if state == "passed"}
-    result, started, (most, alone) = fake_run(todo, workers=1)
+    result, started, most, alone = fake_run(todo, workers=1)
     assert most == 1 and set(result.values()) == {"passed"} and alone == [started[-1]]  # the last takes every core
-    result, _, _ = fake_run({**todo, "x": job(5, "missing")}, workers=2)  # a need no job meets: reported, not lost
+    result, _, _, _ = fake_run({**todo, "x": job(5, "missing")}, workers=2)  # a need no job meets: reported, not lost
     assert result["x"] == "not run (needs missing)" and result["09"] == "passed"
     with pytest.raises(ValueError, match="waits, through its needs, for itself"):
         fake_run({"a": job(1, "b"), "b": job(1, "a")}, workers=2)
