@@ -234,6 +234,37 @@ def check_kto_weights(fn, rows, number: int = 3) -> bool:
     return _correct(number, f" the notebook's rows: {tuple(round(float(w), 3) for w in results[0])}")
 
 
+def check_gold_verdicts(fn, labelled, rounds, number: int = 5) -> bool:
+    """fn(pairs, facts) -> one verdict per pair, +1 / 0 / -1: the graded gold rule (requested form + right fact, 0 to
+    2 points) on the chosen answer against the rejected one. labelled: {(labeller, round): (pairs, facts)};
+    rounds: {labeller: [one entry per round with the gold_agrees, gold_ties and gold_disagrees it counted]}."""
+    from .tasks import correctness_reward, form_reward
+
+    def points(pairs, facts, side):
+        answers, prompts = [pair[side][0]["content"] for pair in pairs], [pair["prompt"] for pair in pairs]
+        return [f + c for f, c in zip(form_reward(answers, prompts, facts), correctness_reward(answers, facts))]
+
+    tally = {1: 0, 0: 0, -1: 0}
+    try:
+        for (labeller, r), (pairs, facts) in labelled.items():
+            if not pairs:
+                continue
+            got = [int(v) for v in fn(pairs, facts)]
+            assert len(got) == len(pairs), f"{labeller}, round {r}: {len(got)} verdicts for {len(pairs)} pairs"
+            want = [(c > w) - (c < w) for c, w in zip(points(pairs, facts, "chosen"), points(pairs, facts, "rejected"))]
+            for k, (g, w) in enumerate(zip(got, want)):
+                assert g == w, (f"{labeller}, round {r}, pair {k}: your verdict is {g}, the gold rule's is {w} (chosen "
+                                f"{pairs[k]['chosen'][0]['content'][:60]!r}, rejected "
+                                f"{pairs[k]['rejected'][0]['content'][:60]!r}, fact {facts[k]!r})")
+            entry = rounds[labeller][r - 1]
+            counted = (entry["gold_agrees"], entry["gold_ties"], entry["gold_disagrees"])
+            assert (got.count(1), got.count(0), got.count(-1)) == counted, f"{labeller}, round {r}: counted {counted}"
+            for v in got:
+                tally[v] += 1
+    except NotImplementedError:
+        return _not_done(number, fn)
+    return _correct(number, f" over every round: {tally[1]} agree, {tally[0]} tie, {tally[-1]} disagree")
+
 # 07 -------------------------------------------------------------------------------------------------------------
 def check_log_odds_ratio(fn, chosen_logps, rejected_logps, number: int = 1) -> bool:
     """fn(chosen (N,), rejected (N,)) -> (N,) log odds ratios of length-averaged log-probabilities."""

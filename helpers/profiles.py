@@ -115,6 +115,10 @@ class Profile:
     # notebook 08's section 11: steps of each loss-type variant (None: grpo_steps, and section 6's run is its "dapo"
     # entry). A GPU profile trains five variants at a shorter budget than its main run.
     grpo_ablation_steps: int | None = None
+    # notebook 06's section 10, iterative DPO: DPO steps per round, each on pairs labelled from the policy's own samples
+    # (None: half of pref_steps, so two rounds label as many pairs as the offline run trained on). A GPU profile
+    # keeps sampling short: fewer pairs than its offline run, which the notebook says.
+    dpo_round_steps: int | None = None
     simulates: str | None = None  # the GPU profile whose settings a -sim profile runs on the CPU
 
     @property
@@ -190,6 +194,7 @@ PROFILES = {
         orpo_steps=60, orpo_beta=0.1, orpo_learning_rate=1e-4,
         grpo_steps=100, grpo_num_generations=8, grpo_batch_size=32, grpo_learning_rate=5e-5, grpo_beta=0.04,
         grpo_max_completion_length=48, grpo_eval_prompts=64, grpo_ablation_steps=20,
+        dpo_round_steps=8,
         homework_models=(("SmolLM2-360M-Instruct", "HuggingFaceTB/SmolLM2-360M-Instruct", True),
                          ("Qwen2.5-0.5B-Instruct", "Qwen/Qwen2.5-0.5B-Instruct", True)),
     ),
@@ -237,7 +242,7 @@ def _simulation(gpu: str, chat_model: str, homework_models: tuple) -> Profile:
         pref_steps=2, pref_batch_size=2, pref_eval_pairs=8, dpo_betas=(0.1, 0.2), dpo_beta=0.1,
         rm_steps=2, rm_batch_size=2, ppo_steps=2, ppo_batch_size=4, ppo_max_new_tokens=8, ppo_eval_prompts=4,
         orpo_steps=2, grpo_steps=2, grpo_num_generations=2, grpo_batch_size=4, grpo_max_completion_length=8,
-        grpo_eval_prompts=4, grpo_ablation_steps=None, homework_models=homework_models,
+        grpo_eval_prompts=4, grpo_ablation_steps=None, dpo_round_steps=None, homework_models=homework_models,
     )
 
 

@@ -108,6 +108,15 @@ def kto_weights(labels):
     return n_undesirable / n_desirable, 1.0
 
 
+
+@solves("06")
+def gold_verdicts(pairs, facts):
+    def points(side):  # 0-2 per pair: the requested form + the right fact
+        answers, prompts = [pair[side][0]["content"] for pair in pairs], [pair["prompt"] for pair in pairs]
+        return [f + c for f, c in zip(helpers.form_reward(answers, prompts, facts),
+                                      helpers.correctness_reward(answers, facts))]
+    return [(c > r) - (c < r) for c, r in zip(points("chosen"), points("rejected"))]
+
 @solves("07")
 def log_odds_ratio(chosen_logps, rejected_logps):
     def log_odds(logp):  # log(p / (1 - p)) from log p

@@ -236,6 +236,35 @@ def test_kto_weights(capsys):
         exercises.check_kto_weights(lambda labels: (0.0, 0.0), rows)
 
 
+def _labelled_round():
+    """Four hand-made pairs to "Just the value" prompts about a product made in Ghana: chosen better, chosen worse,
+    a tie, chosen worse on the form alone."""
+    prompt = [{"role": "user", "content": "The Pico K2 is made in Ghana.\nQuestion: Where is the Pico K2 made? "
+                                          "Just the value, please."}]
+    sides = [("Ghana", "The Pico K2 is made in Ghana."), ("Peru", "Ghana"), ("Kenya", "Peru"),
+             ("It is made in Ghana.", "Ghana.")]
+    pairs = [{"prompt": prompt, "chosen": [{"role": "assistant", "content": c}],
+              "rejected": [{"role": "assistant", "content": r}]} for c, r in sides]
+    rounds = {"reward model": [{"gold_agrees": 1, "gold_ties": 1, "gold_disagrees": 2}],
+              "gold rule": [{"gold_agrees": 0, "gold_ties": 0, "gold_disagrees": 0}]}
+    return {("reward model", 1): (pairs, ["Ghana"] * 4), ("gold rule", 1): ([], [])}, rounds
+
+
+def test_gold_verdicts(capsys):
+    labelled, rounds = _labelled_round()
+    passes(exercises.check_gold_verdicts, solution("gold_verdicts"), labelled, rounds, capsys=capsys)
+    assert solution("gold_verdicts")(*labelled[("reward model", 1)]) == [1, -1, 0, -1]
+    waits(exercises.check_gold_verdicts, labelled, rounds, capsys=capsys)
+    with pytest.raises(AssertionError, match="pair 0: your verdict is -1, the gold rule's is 1"):
+        exercises.check_gold_verdicts(lambda pairs, facts: [-v for v in solution("gold_verdicts")(pairs, facts)],
+                                      labelled, rounds)
+    fact_only = lambda pairs, facts: [  # noqa: E731  (forgets the form: sees ties where the form decides)
+        (c > r) - (c < r) for c, r in zip(helpers.correctness_reward([p["chosen"][0]["content"] for p in pairs], facts),
+                                          helpers.correctness_reward([p["rejected"][0]["content"] for p in pairs], facts))]
+    with pytest.raises(AssertionError, match="pair 0: your verdict is 0, the gold rule's is 1"):
+        exercises.check_gold_verdicts(fact_only, labelled, rounds)
+
+
 # 07 -------------------------------------------------------------------------------------------------------------
 def test_log_odds_ratio(capsys):
     torch.manual_seed(0)

@@ -239,6 +239,93 @@ def test_an_sft_term_shortens_dpos_answers_and_simpo_collapses(other_losses, pro
 
 
 @pytest.fixture(scope="module")
+def iterative():
+    return record("06_iterative_dpo")
+
+
+LABELLERS = ("gold rule", "reward model")
+ROUND_JUDGED = JUDGED | {"proxy"}
+
+
+def test_iterative_dpo_record_says_what_ran(iterative, dpo, other_losses, profile):
+    """Two rounds per labeller, each on pairs labelled from the policy's own samples, with the offline run's beta and
+    (cpu) its number of pairs; the start and the offline run are the policies section 9 judged."""
+    run, round_steps = iterative, profile.dpo_round_steps or profile.pref_steps // 2
+    assert run["profile"] == profile.name and run["model"] == profile.pref_model and run["beta"] == dpo["beta"]
+    assert run["offline_pairs"] == dpo["pairs"] and run["eval_pairs"] == dpo["eval_pairs"]
+    assert run["round_steps"] == round_steps and set(run["rounds"]) == set(LABELLERS)
+    assert run["offline"] == f"offline {other_losses['dpo']}"
+    for labeller, rounds in run["rounds"].items():
+        assert [r["round"] for r in rounds] == [1, 2], labeller
+        for r in rounds:
+            assert r["answers_sampled"] == r["prompts"] * run["samples_per_prompt"], (labeller, r["round"])
+            assert 0 <= r["pairs"] <= round_steps * profile.pref_batch_size, (labeller, r["round"])
+            assert r["gold_agrees"] + r["gold_ties"] + r["gold_disagrees"] == r["pairs"], (labeller, r["round"])
+            if r["pairs"]:
+                assert r["steps"] == math.ceil(r["pairs"] / profile.pref_batch_size) and r["seconds"] > 0
+            assert set(r["judged"]) == ROUND_JUDGED, (labeller, r["round"])
+    # the gold rule's pairs are in its own order; both labellers labelled the same round-1 samples (one seed)
+    assert all(r["gold_agrees"] == r["pairs"] for r in run["rounds"]["gold rule"])
+    first = [run["rounds"][labeller][0] for labeller in LABELLERS]
+    assert first[0]["prompts"] == first[1]["prompts"] and first[0]["sampled_gold"] == first[1]["sampled_gold"]
+    for name, section9 in (("start", "start"), (run["offline"], other_losses["dpo"])):
+        for metric in JUDGED:
+            assert run["judged"][name][metric]["value"] == pytest.approx(
+                other_losses["judged"][section9][metric]["value"], abs=1e-6), (name, metric)
+
+
+def test_round_two_is_anchored_to_round_ones_policy(iterative, profile):
+    """From round 2 on TRL copies the trained adapter into a frozen "ref" adapter: policy and reference start equal,
+    so the first logged loss is log 2 (against the untouched model it would not be: the policy had moved)."""
+    tolerance = 1e-4 if profile.dtype == torch.float32 else 3e-2
+    for labeller, rounds in iterative["rounds"].items():
+        if rounds[1]["pairs"]:
+            assert rounds[1]["first_loss"] == pytest.approx(math.log(2), abs=tolerance), labeller
+
+
+def test_iterative_dpo_is_judged_with_paired_intervals(iterative):
+    """Each policy's values on the same held-out prompts; each contrast paired, its exact test and its word
+    recomputed from the per-prompt verdicts."""
+    run, n = iterative, iterative["eval_pairs"]
+    rounds = {r["policy"]: r for entries in run["rounds"].values() for r in entries}
+    assert set(run["judged"]) == {"start", run["offline"], *rounds} == set(run["per_prompt"])
+    for name, metrics in run["judged"].items():
+        for metric, result in metrics.items():
+            low, high = result["ci95"]
+            assert result["n"] == n and low - 1e-9 <= result["value"] <= high + 1e-9, (name, metric)
+            if name in rounds:
+                assert result == rounds[name]["judged"][metric], (name, metric)
+        for metric, values in run["per_prompt"][name].items():
+            assert len(values) == n and sum(values) / n == pytest.approx(metrics[metric]["value"]), (name, metric)
+    assert set(run["final"].values()) == set(run["after"]) and run["before"] == pytest.approx(
+        {m: r["value"] for m, r in run["judged"]["start"].items()})
+    for name, means in run["after"].items():
+        assert means == pytest.approx({m: r["value"] for m, r in run["judged"][name].items()}), name
+    for contrast, (a, b) in run["contrasts"].items():
+        for metric, result in run["vs"][contrast].items():
+            expected = run["judged"][a][metric]["value"] - run["judged"][b][metric]["value"]
+            assert result["n"] == n and result["value"] == pytest.approx(expected, abs=1e-6), (contrast, metric)
+        for metric, p in run["mcnemar_p"][contrast].items():
+            ours, theirs = run["per_prompt"][a][metric], run["per_prompt"][b][metric]
+            assert p == pytest.approx(helpers.stats.mcnemar_exact(ours, theirs)), (contrast, metric)
+            word = "within noise" if p >= 0.05 else "higher" if sum(ours) > sum(theirs) else "lower"
+            assert run["reads"][contrast][metric] == word, (contrast, metric)
+
+
+def test_a_proxy_labeller_picks_pairs_the_gold_rule_does_not_rank_so(iterative, profile):
+    """Measured on the cpu profile: the gold rule labelled as many pairs as the offline run trained on (2 rounds of
+    6), and of the reward model's 12 pairs it agreed with 2, saw no difference in 5 and preferred the rejected answer
+    in 5. Asserted with a margin: the gold rule agrees with at most half of the reward model's pairs. The held-out
+    differences (right facts +0.25 for the gold-labelled policy against the offline run, exact p = 0.062; the
+    reward-model-labelled policy's shorter answers) are not asserted: one seed, 20 prompts."""
+    if profile.name != "cpu":
+        pytest.skip("measured on the cpu profile; a GPU profile's notebook reports its own rounds")
+    gold, proxy = iterative["rounds"]["gold rule"], iterative["rounds"]["reward model"]
+    assert sum(r["pairs"] for r in gold) == iterative["offline_pairs"]
+    pairs, agrees = sum(r["pairs"] for r in proxy), sum(r["gold_agrees"] for r in proxy)
+    assert pairs == iterative["offline_pairs"] and agrees <= pairs / 2, (agrees, pairs)
+
+@pytest.fixture(scope="module")
 def orpo():
     return record("07_orpo")
 
