@@ -323,17 +323,20 @@ def test_iterative_dpo_is_judged_with_paired_intervals(iterative):
 
 
 def test_a_proxy_labeller_picks_pairs_the_gold_rule_does_not_rank_so(iterative, profile):
-    """Measured on the cpu profile: the gold rule labelled as many pairs as the offline run trained on (2 rounds of
-    6), and of the reward model's 12 pairs it agreed with 2, saw no difference in 5 and preferred the rejected answer
-    in 5. Asserted with a margin: the gold rule agrees with at most half of the reward model's pairs. The held-out
+    """Measured on the cpu profile: both labellers labelled as many pairs as the offline run trained on (2 rounds of
+    6), and of the reward model's 12 pairs the gold rule agreed with 2, saw no difference in 5 and preferred the
+    rejected answer in 5. Asserted with margins: at least half the pairs, and the gold rule agreeing with at most half
+    of the reward model's. The held-out
     differences (right facts +0.25 for the gold-labelled policy against the offline run, exact p = 0.062; the
     reward-model-labelled policy's shorter answers) are not asserted: one seed, 20 prompts."""
     if profile.name != "cpu":
         pytest.skip("measured on the cpu profile; a GPU profile's notebook reports its own rounds")
     gold, proxy = iterative["rounds"]["gold rule"], iterative["rounds"]["reward model"]
-    assert sum(r["pairs"] for r in gold) == iterative["offline_pairs"]
+    # a prompt gives a pair only where its samples score differently: on this run every round found its 6, but
+    # sampling on another CPU can part from the first differing bit, so the margin is half
+    assert sum(r["pairs"] for r in gold) >= iterative["offline_pairs"] // 2
     pairs, agrees = sum(r["pairs"] for r in proxy), sum(r["gold_agrees"] for r in proxy)
-    assert pairs == iterative["offline_pairs"] and agrees <= pairs / 2, (agrees, pairs)
+    assert pairs >= iterative["offline_pairs"] // 2 and agrees <= pairs / 2, (agrees, pairs)
 
 @pytest.fixture(scope="module")
 def orpo():
