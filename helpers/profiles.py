@@ -301,14 +301,17 @@ def matmul_gflops(dtype: torch.dtype, size: int = 2048, repeats: int = 3, budget
     return 2 * n**3 / best / 1e9
 
 
-def _machine_key() -> str:
-    cpu = platform.processor() or platform.machine()
+def cpu_model() -> str:
+    """This CPU's model name (/proc/cpuinfo's "model name"; elsewhere what the platform module knows)."""
     try:
-        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                   if line.startswith("model name"))
+        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
     except (OSError, StopIteration):
-        pass
-    return f"{cpu} | {torch.get_num_threads()} threads | torch {torch.__version__}"
+        return platform.processor() or platform.machine()
+
+
+def _machine_key() -> str:
+    return f"{cpu_model()} | {torch.get_num_threads()} threads | torch {torch.__version__}"
 
 
 def measure_cpu_gflops() -> dict:

@@ -17,8 +17,8 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 
     Left padding keeps every prompt's last token next to the first generated one, which batched generation needs.
     Works in any state a trainer leaves the model in (see `evaluating`). With return_truncated=True it returns
     (answers, truncated): truncated[i] is True where answer i hit max_new_tokens before its end token (`answer_mask`).
-    The tokens are those of `model.generate(..., do_sample=False)`; `greedy_decode` only stops paying for answers that
-    have ended (tests/test_tasks.py checks that both agree).
+    The tokens are those of `model.generate(..., do_sample=False)`; `decode` only stops paying for answers that have
+    ended (tests/test_tasks.py checks that both agree).
     """
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     answers, truncated = [], []
@@ -26,12 +26,10 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 
     try:
         with evaluating(model):
             for start in range(0, len(prompts), batch_size):
-                texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-                         for p in prompts[start:start + batch_size]]
-                batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+                batch = _chat_batch(tokenizer, prompts[start:start + batch_size], model.device)
                 if end_tokens is not None:
-                    new_tokens = greedy_decode(model, batch["input_ids"], batch["attention_mask"], max_new_tokens,
-                                               end_tokens, tokenizer.pad_token_id)
+                    new_tokens = decode(model, batch["input_ids"], batch["attention_mask"], max_new_tokens,
+                                        end_tokens, tokenizer.pad_token_id)
                 else:  # a soft prompt (peft's prompt learning) or a generation config with logits processors
                     output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                             pad_token_id=tokenizer.pad_token_id)
@@ -41,6 +39,58 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int = 
     finally:
         tokenizer.padding_side = padding_side
     return (answers, truncated) if return_truncated else answers
+
+
+def _chat_batch(tokenizer, prompts: list[list[dict]], device):
+    """Chat prompts tokenized as one batch, with the tokenizer's padding side (left, for generating), on device."""
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+
+
+def sample_answers(model, tokenizer, prompts: list[list[dict]], k: int, temperature: float, max_new_tokens: int = 48,
+                   batch_size: int = 32, generator: torch.Generator | None = None) -> list[list[str]]:
+    """k answers to each chat prompt, sampled at `temperature` from the whole distribution (no top-k or top-p cut),
+    as generate(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) samples them. Returns one list of k
+    answers per prompt.
+
+    Two savings over generate on k copies of each prompt: the prompt (all but its last token) runs once and its KV
+    cache is copied to its k answers, and an answer that has ended leaves the batch (`decode`). Prompts are most of
+    the tokens and a few sampled answers run to the limit: 72 answers of up to 48 tokens (notebook 06's round) took
+    21 s through generate and 10 s here, on 2 cores. The random draws differ from
+    generate's (tests/test_tasks.py checks the distribution). A soft prompt or a generation config with logits
+    processors (Qwen2.5's repetition penalty) samples through generate itself, with those processors applied.
+    Works in any state a trainer leaves the model in (`evaluating`).
+    """
+    if k < 1 or temperature <= 0:
+        raise ValueError(f"sample_answers needs k >= 1 and temperature > 0 (got k={k}, temperature={temperature}); "
+                         "for greedy answers use helpers.generate.")
+    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    end_tokens = _end_tokens(model, tokenizer) if _plain_greedy(model) else None  # None: transformers' generate
+    answers = []
+    try:
+        with evaluating(model):
+            for start in range(0, len(prompts), batch_size):
+                batch = _chat_batch(tokenizer, prompts[start:start + batch_size], model.device)
+                ids, mask = batch["input_ids"], batch["attention_mask"]
+                if end_tokens is None:
+                    output = model.generate(input_ids=ids.repeat_interleave(k, 0),
+                                            attention_mask=mask.repeat_interleave(k, 0), do_sample=True,
+                                            temperature=temperature, top_k=0, top_p=1.0, max_new_tokens=max_new_tokens,
+                                            pad_token_id=tokenizer.pad_token_id)
+                    new_tokens = output[:, ids.shape[1]:]
+                else:
+                    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)  # as generate counts them
+                    cache = model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
+                                  use_cache=True, logits_to_keep=1).past_key_values  # each prompt once
+                    cache.batch_repeat_interleave(k)  # rows i*k .. i*k + k - 1: prompt i's k answers
+                    new_tokens = decode(model, ids[:, -1:].repeat_interleave(k, 0), mask.repeat_interleave(k, 0),
+                                        max_new_tokens, end_tokens, tokenizer.pad_token_id, past_key_values=cache,
+                                        temperature=temperature, generator=generator)
+                texts = [a.strip() for a in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+                answers += [texts[i * k:(i + 1) * k] for i in range(len(texts) // k)]
+    finally:
+        tokenizer.padding_side = padding_side
+    return answers
 
 
 # generation-config fields that leave greedy decoding alone (sampling settings do nothing with do_sample=False)
@@ -58,7 +108,7 @@ def _soft_prompt(model) -> bool:
 
 
 def _plain_greedy(model) -> bool:
-    """True where greedy_decode reproduces model.generate: no soft prompt, no logits processor in the generation
+    """True where decode reproduces model.generate: no soft prompt, no logits processor in the generation
     config (Qwen2.5's repetition_penalty, say)."""
     if _soft_prompt(model):
         return False
@@ -73,10 +123,13 @@ def _end_tokens(model, tokenizer) -> list[int]:
     return [ends] if isinstance(ends, int) else list(ends)
 
 
-def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
-                  end_tokens: list[int], pad_token_id: int, past_key_values=None) -> torch.Tensor:
+def decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
+           end_tokens: list[int], pad_token_id: int, past_key_values=None, temperature: float = 0.0,
+           generator: torch.Generator | None = None) -> torch.Tensor:
     """Greedy decoding with a KV cache, as model.generate(do_sample=False) does it, except that an answer that has
     ended leaves the batch: its rows of the cache are dropped and later steps run only the answers still going.
+    temperature > 0 samples each token from softmax(logits / temperature) instead, the whole distribution (what
+    generate(do_sample=True, temperature=t, top_k=0, top_p=1.0) samples from; its random draws are not generate's).
 
     input_ids, attention_mask: (B, P) left-padded prompts. Returns (B, T) new tokens, T the longest answer (at most
     max_new_tokens), padded with pad_token_id after an answer's end token, as generate pads them. A batch of 80
@@ -98,7 +151,10 @@ def greedy_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, 
     for step in range(max_new_tokens):
         logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                        use_cache=True, logits_to_keep=1).logits[:, -1]  # (running, vocab)
-        token = logits.argmax(-1)
+        if temperature > 0:
+            token = torch.multinomial(torch.softmax(logits.float() / temperature, -1), 1, generator=generator)[:, 0]
+        else:
+            token = logits.argmax(-1)
         new_tokens[running, step] = token
         steps = step + 1
         going = ~torch.isin(token, ends)
@@ -347,7 +403,7 @@ def generate_and_score(model, tokenizer, prompts: list[list[dict]], answer_sets:
     Judging a policy asks both of every prompt; run apart, each would pay for the prompt again, and prompts are
     most of the tokens. Here the prompt (all but its last token) fills a KV cache as in `shared_prompt_passes`; the
     K given answers are scored from it, and then the last prompt token runs from it and greedy decoding goes on
-    (`greedy_decode`). Same tokens as generate (tests/test_shared_prompts.py checks both parts against the two
+    (`decode`). Same tokens as generate (tests/test_shared_prompts.py checks both parts against the two
     functions). Returns (answers (N strings), truncated (N bools), sums (K, N), answer token counts (K, N)).
     """
     if not _plain_greedy(model):  # a soft prompt or logits processors: the two passes, as they are
@@ -379,7 +435,7 @@ def generate_and_score(model, tokenizer, prompts: list[list[dict]], answer_sets:
                 width = forward.cache.get_seq_length()
                 mask = torch.cat([(torch.arange(width) >= width - offsets[:, None]).long(),  # the prefix's padding
                                   torch.ones(len(suffix), 1, dtype=torch.long)], 1)
-                new = greedy_decode(model, suffix.to(model.device), mask.to(model.device), max_new_tokens,
+                new = decode(model, suffix.to(model.device), mask.to(model.device), max_new_tokens,
                                     end_tokens, pad, past_key_values=forward.cache)
                 answers[rows.start:rows.stop] = [a.strip() for a in tokenizer.batch_decode(new, skip_special_tokens=True)]
                 truncated[rows.start:rows.stop] = answer_mask(new, tokenizer.eos_token_id)[1].tolist()
@@ -456,6 +512,12 @@ def fact_value(fact: str) -> str:
     """The value of a fact without its unit: "52 euros" -> "52", "25 hours" -> "25", "Ghana" -> "Ghana"."""
     number = re.fullmatch(r"(\d+(?:\.\d+)?)\s+[^\W\d]+", fact.strip())
     return number.group(1) if number else fact.strip()
+
+
+def fact_of(pair) -> str:
+    """The fact a preference pair's question asks for, as its shorter answer states it ("52 euros"): both answers
+    of a course pair state the fact, one of them as just the value."""
+    return min(pair["chosen"][0]["content"], pair["rejected"][0]["content"], key=len)
 
 
 def correctness_reward(completions, answer, unit: bool = False, **kwargs) -> list[float]:

@@ -436,6 +436,34 @@ def trained_adapter(folder: str | Path, notebook: str) -> str:
     return str(found)
 
 
+def load_reward_model(profile, tokenizer):
+    """Notebook 05's trained reward model, to score with (`helpers.reward_scores`): the profile's preference model
+    with a one-number head (AutoModelForSequenceClassification, num_labels=1), loaded as the profile loads it (4-bit
+    NF4 where it says so), and 05's LoRA adapter, which brings the trained head. A reward model 05 trained in another
+    profile (another base model or precision) is refused with an error that says which notebook to run."""
+    import transformers
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    from .models import model_path, nf4_config
+
+    trained_in = read_run("05_reward_model")["profile"]
+    if trained_in != profile.name:
+        raise ValueError(f"Notebook 05 trained its reward model in profile '{trained_in}', and this notebook runs in "
+                         f"'{profile.name}': {_run_first('05')}")
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()  # the load report lists the score head as new; the adapter brings it
+    try:
+        base = AutoModelForSequenceClassification.from_pretrained(
+            model_path(profile.pref_model), num_labels=1, dtype=profile.weights_dtype,
+            quantization_config=nf4_config(profile.dtype) if profile.load_in_4bit else None,
+            device_map="auto" if profile.needs_gpu else None)
+    finally:
+        transformers.logging.set_verbosity(verbosity)
+    base.config.pad_token_id = tokenizer.pad_token_id  # the score is read at the last token that is not padding
+    return PeftModel.from_pretrained(base, trained_adapter(RUNS / "checkpoints" / "05_reward_model", "05"))
+
+
 # --------------------------------------------------------------------------------------------- resume, OOM
 def last_checkpoint(output_dir: str | Path) -> str | None:
     """The newest checkpoint-N folder under output_dir, or None: pass it to trainer.train(resume_from_checkpoint=...)."""

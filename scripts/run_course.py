@@ -196,13 +196,12 @@ def share(row: dict | None) -> str:
     return f"{text} ({'/'.join(sorted({c['precision'] for c in cells}))})"
 
 
-def cpu_model() -> str | None:
-    """This CPU's model name as helpers.profiles puts it first in a machine key (/proc/cpuinfo; None elsewhere)."""
-    try:
-        return next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return None
+def cpu_model() -> str:
+    """This CPU's model name, as helpers.profiles puts it first in a machine key (imported here only when needed:
+    it brings torch)."""
+    from helpers.profiles import cpu_model as model_name
+
+    return model_name()
 
 
 def keep_recorded_peak(profile: str) -> dict | None:
@@ -216,7 +215,7 @@ def keep_recorded_peak(profile: str) -> dict | None:
         (RUNS / "machine.json").unlink(missing_ok=True)  # nothing to keep: measure afresh, never an old file
         return None
     here = cpu_model()
-    if here and bench["cpu"].split(" | ")[0] != here:
+    if bench["cpu"].split(" | ")[0] != here:
         print(f"warning: {recorded.name} was measured on {bench['cpu'].split(' | ')[0]}, this is {here}: the notebooks "
               "will measure this machine's peak, and the benchmark would mix two machines' rows. On a new machine run "
               "the whole course with --record.", flush=True)

@@ -186,6 +186,8 @@ def test_each_notebook_says_what_it_writes_and_reads(path):
     for notebook in set(re.findall(r'trained_adapter\([^)]*"(\d\d)"\)', code)) - {prefix}:
         assert any(name.startswith(notebook + "_") for name in needs), \
             f"{path.name} loads notebook {notebook}'s adapter: add its record to course.needs"
+    if "load_reward_model(" in code and prefix != "05":
+        assert "05_reward_model" in needs, f"{path.name} loads notebook 05's reward model: add 05_reward_model to needs"
     for record, keys, what, digits, *expect in course.get("headlines", []):
         assert record in course["records"] and what and isinstance(digits, int), (record, keys)
         assert expect in ([], ["rose"], ["fell"], ["> 0"], ["< 0"]), f"{record}: expect one of rose, fell, > 0, < 0"

@@ -154,7 +154,7 @@ def test_each_prompt_is_computed_once(tokenizer, tiny_config, pairs):
 def test_generate_and_score_equals_generate_and_preference_logps(tokenizer, tiny_config, pairs, adapter):
     """Notebook 09 judges each policy with one pass over each prompt: its answers must be helpers.generate's and its
     log-probs preference_logps', over two batches (the second one short) and answers that end at different steps.
-    A soft prompt (prompt or prefix tuning) cannot share the prompt with greedy_decode: there the two functions run
+    A soft prompt (prompt or prefix tuning) cannot share the prompt with decode: there the two functions run
     apart."""
     torch.manual_seed(0)
     model = with_adapter(LlamaForCausalLM(tiny_config()).eval(), adapter)

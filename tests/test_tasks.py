@@ -137,7 +137,7 @@ def test_completion_losses_average_to_trls_eval_loss_at_batch_size_one(method, t
 
 # ------------------------------------------------------------------------------------------ greedy decoding
 def _hf_answers(model, tokenizer, prompts, max_new_tokens):
-    """What helpers.generate returned before greedy_decode: transformers' generate, greedy, left padding."""
+    """What helpers.generate returned before decode: transformers' generate, greedy, left padding."""
     import torch
 
     texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
@@ -152,15 +152,15 @@ def _hf_answers(model, tokenizer, prompts, max_new_tokens):
     return batch, output[:, batch["input_ids"].shape[1]:]
 
 
-def test_greedy_decode_gives_generates_tokens_while_answers_end_at_different_steps(tokenizer):
-    """greedy_decode drops an ended answer's rows from the batch and its KV cache. Its tokens must be generate's,
+def test_decode_gives_generates_greedy_tokens_while_answers_end_at_different_steps(tokenizer):
+    """decode drops an ended answer's rows from the batch and its KV cache. Its tokens must be generate's,
     on the course model and prompts whose answers end at several different steps (the rows that leave the batch
     are then in the middle of it) and where some run to the token limit."""
     import torch
     from transformers import AutoModelForCausalLM
 
     import helpers
-    from helpers.tasks import greedy_decode
+    from helpers.tasks import decode
 
     model = AutoModelForCausalLM.from_pretrained(helpers.model_path("HuggingFaceTB/SmolLM2-135M-Instruct"),
                                                  dtype=torch.float32).eval()
@@ -170,13 +170,13 @@ def test_greedy_decode_gives_generates_tokens_while_answers_end_at_different_ste
     first_end = [int((row == end).nonzero()[0]) if (row == end).any() else None for row in reference]
     assert len({s for s in first_end if s is not None}) >= 3 and None in first_end, first_end  # a real test
     with torch.no_grad():
-        ours = greedy_decode(model, batch["input_ids"], batch["attention_mask"], 20, [end], tokenizer.pad_token_id)
+        ours = decode(model, batch["input_ids"], batch["attention_mask"], 20, [end], tokenizer.pad_token_id)
     assert torch.equal(ours, reference)
 
 
 def test_generate_takes_the_fast_path_only_where_it_equals_generate(tokenizer, tiny_config):
-    """LoRA: greedy_decode. A soft prompt (prompt tuning) and a repetition penalty (Qwen2.5's generation config):
-    transformers' generate, whose result greedy_decode would not reproduce. All three answer as generate does."""
+    """LoRA: decode. A soft prompt (prompt tuning) and a repetition penalty (Qwen2.5's generation config):
+    transformers' generate, whose result decode would not reproduce. All three answer as generate does."""
     import torch
     from peft import LoraConfig, PromptTuningConfig, get_peft_model
     from transformers import LlamaForCausalLM
@@ -197,3 +197,73 @@ def test_generate_takes_the_fast_path_only_where_it_equals_generate(tokenizer, t
         _, reference = _hf_answers(model, tokenizer, prompts, 10)
         expected = [a.strip() for a in tokenizer.batch_decode(reference, skip_special_tokens=True)]
         assert helpers.generate(model, tokenizer, prompts, max_new_tokens=10, batch_size=4) == expected
+
+
+# ------------------------------------------------------------------------------------------ sampling
+@pytest.fixture(scope="module")
+def smollm():
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import helpers
+
+    return AutoModelForCausalLM.from_pretrained(helpers.model_path("HuggingFaceTB/SmolLM2-135M-Instruct"),
+                                                dtype=torch.float32).eval()
+
+
+def test_sample_answers_near_zero_temperature_are_the_greedy_answers(tokenizer, smollm):
+    """Near temperature 0 every sample is the greedy answer. So the copied prompt cache, the rows of each prompt's k
+    answers (prompt i at rows i*k .. i*k + k - 1), the left padding and the rows that leave the batch must all be
+    right: a copy attached to the wrong prompt, or positions off by one, would give other answers."""
+    import helpers
+
+    prompts = helpers.load_course_dataset("preferences")["test"].select(range(6))["prompt"]
+    greedy = helpers.generate(smollm, tokenizer, prompts, max_new_tokens=20)
+    sampled = helpers.sample_answers(smollm, tokenizer, prompts, k=3, temperature=1e-4, max_new_tokens=20,
+                                     batch_size=4)  # two batches, the second one shorter
+    assert len({len(a.split()) for a in greedy}) >= 2, greedy  # answers that end at different steps: a real test
+    assert sampled == [[answer] * 3 for answer in greedy]
+
+
+def test_sample_answers_draw_the_first_token_from_the_tempered_distribution(tokenizer, smollm):
+    """The first sampled token of 1200 answers to one prompt, against softmax(logits / T) of a plain forward pass
+    over the whole prompt (no cache): each of the likeliest tokens within 4.5 standard errors of its probability,
+    and the tempered distribution, not the untempered one (they differ by more than that here)."""
+    import torch
+
+    import helpers
+
+    prompt = helpers.load_course_dataset("preferences")["test"][0]["prompt"]
+    n, temperature = 1200, 1.5
+    ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    with torch.no_grad():
+        logits = smollm(input_ids=ids["input_ids"]).logits[0, -1].float()
+    tempered, plain = torch.softmax(logits / temperature, -1), torch.softmax(logits, -1)
+    torch.manual_seed(0)
+    answers = helpers.sample_answers(smollm, tokenizer, [prompt], k=n, temperature=temperature, max_new_tokens=1)[0]
+    first = [tokenizer.decode(tokenizer.convert_tokens_to_ids(tokenizer.tokenize(a))[:1]) if a else "" for a in answers]
+    top = tempered.topk(5).indices.tolist()
+    for token in top:
+        text = tokenizer.decode([token]).strip()
+        share = sum(f.strip() == text for f in first) / n
+        error = (tempered[token] * (1 - tempered[token]) / n).sqrt().item()
+        assert abs(share - tempered[token].item()) < 4.5 * error, (text, share, tempered[token].item())
+    assert abs(plain[top[0]] - tempered[top[0]]) > 4.5 * (tempered[top[0]] * (1 - tempered[top[0]]) / n).sqrt()
+
+
+def test_sample_answers_with_a_soft_prompt_samples_through_generate_and_refuses_a_bad_request(tokenizer, tiny_config):
+    import torch
+    from peft import PromptTuningConfig, get_peft_model
+    from transformers import LlamaForCausalLM
+
+    import helpers
+
+    torch.manual_seed(0)
+    model = get_peft_model(LlamaForCausalLM(tiny_config()), PromptTuningConfig(task_type="CAUSAL_LM",
+                                                                              num_virtual_tokens=4))
+    prompts = helpers.load_course_dataset("preferences")["test"].select(range(3))["prompt"]
+    answers = helpers.sample_answers(model, tokenizer, prompts, k=2, temperature=1.0, max_new_tokens=5)
+    assert [len(row) for row in answers] == [2, 2, 2] and all(isinstance(a, str) for row in answers for a in row)
+    assert tokenizer.padding_side == "right"  # given back
+    with pytest.raises(ValueError, match="temperature > 0"):
+        helpers.sample_answers(model, tokenizer, prompts, k=2, temperature=0.0)

@@ -246,3 +246,34 @@ def test_training_run_times_resumes_records_the_cost_and_finishes_wandb(tmp_path
         with tracking.training_run(oom, PROFILES["t4"]):
             raise torch.OutOfMemoryError("CUDA out of memory")
     assert started[-1][2].finished  # a run whose training failed ends
+
+
+def test_load_reward_model_gives_05s_scores_and_refuses_one_from_another_profile(tmp_path, monkeypatch, tokenizer):
+    """06, 08 and 09 score with notebook 05's reward model. Loaded by load_reward_model it scores as the model 05
+    saved; one that 05 trained in another profile (another base model) is refused with an error naming notebook 05,
+    where PEFT would fail on mismatched shapes or, with the same shapes, score with the wrong model."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForSequenceClassification
+
+    import helpers
+
+    monkeypatch.setattr(tracking, "RUNS", tmp_path)
+    profile = PROFILES["cpu"]
+    torch.manual_seed(0)
+    base = AutoModelForSequenceClassification.from_pretrained(helpers.model_path(profile.pref_model), num_labels=1)
+    base.config.pad_token_id = tokenizer.pad_token_id
+    trained = get_peft_model(base, LoraConfig(r=4, task_type="SEQ_CLS", init_lora_weights=False)).eval()
+    trained.save_pretrained(tmp_path / "checkpoints" / "05_reward_model")
+    prompts = helpers.load_course_dataset("preferences")["test"].select(range(3))["prompt"]
+    answers = ["52 euros", "It costs 52 euros.", "Paris"]
+    expected = helpers.reward_scores(trained, tokenizer, prompts, answers)
+
+    tracking.write_run("05_reward_model", profile=PROFILES["t4-sim"], model="m", steps=1, before={}, after={},
+                       seconds=1.0, peak_memory_mb=1.0)
+    with pytest.raises(ValueError, match="in profile 't4-sim', and this notebook runs in 'cpu': run notebook 05"):
+        tracking.load_reward_model(profile, tokenizer)
+    tracking.write_run("05_reward_model", profile=profile, model="m", steps=1, before={}, after={},
+                       seconds=1.0, peak_memory_mb=1.0)
+    loaded = tracking.load_reward_model(profile, tokenizer)
+    torch.testing.assert_close(helpers.reward_scores(loaded, tokenizer, prompts, answers), expected)
+    assert loaded.config.pad_token_id == tokenizer.pad_token_id
