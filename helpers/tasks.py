@@ -48,7 +48,7 @@ def _chat_batch(tokenizer, prompts: list[list[dict]], device):
 
 
 def sample_answers(model, tokenizer, prompts: list[list[dict]], k: int, temperature: float, max_new_tokens: int = 48,
-                   batch_size: int = 32, generator: torch.Generator | None = None) -> list[list[str]]:
+                   rows_per_call: int = 128, generator: torch.Generator | None = None) -> list[list[str]]:
     """k answers to each chat prompt, sampled at `temperature` from the whole distribution (no top-k or top-p cut),
     as generate(do_sample=True, temperature=temperature, top_k=0, top_p=1.0) samples them. Returns one list of k
     answers per prompt.
@@ -58,19 +58,30 @@ def sample_answers(model, tokenizer, prompts: list[list[dict]], k: int, temperat
     the tokens and a few sampled answers run to the limit: 72 answers of up to 48 tokens (notebook 06's round) took
     21 s through generate and 10 s here, on 2 cores. The random draws differ from
     generate's (tests/test_tasks.py checks the distribution). A soft prompt or a generation config with logits
-    processors (Qwen2.5's repetition penalty) samples through generate itself, with those processors applied.
-    Works in any state a trainer leaves the model in (`evaluating`).
+    processors (Qwen2.5's repetition penalty, min_p, typical_p) samples through generate itself, with those
+    processors applied. Works in any state a trainer leaves the model in (`evaluating`).
+
+    rows_per_call: answers decoded at once (prompts per call = rows_per_call // k, at least 1); their KV cache is
+    the memory that grows: on a T4 with SmolLM2-1.7B (no grouped KV heads, ~0.2 MB a token in float16), 128 rows
+    of ~70 prompt and 144 answer tokens hold about 5.4 GB. generator: a torch.Generator on the model's device, for
+    draws of their own (the generate fallback cannot take one).
     """
     if k < 1 or temperature <= 0:
         raise ValueError(f"sample_answers needs k >= 1 and temperature > 0 (got k={k}, temperature={temperature}); "
                          "for greedy answers use helpers.generate.")
+    config = set(model.generation_config.to_diff_dict()) if getattr(model, "generation_config", None) else set()
+    own_sampler = _plain_greedy(model) and not config & {"min_p", "typical_p"}  # filters generate would apply
+    if generator is not None and not own_sampler:
+        raise ValueError("This model samples through transformers' generate (a soft prompt or logits processors in "
+                         "its generation config), which takes no generator: seed with torch.manual_seed instead.")
+    end_tokens = _end_tokens(model, tokenizer) if own_sampler else None  # None: transformers' generate
+    per_call = max(1, rows_per_call // k)
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    end_tokens = _end_tokens(model, tokenizer) if _plain_greedy(model) else None  # None: transformers' generate
     answers = []
     try:
         with evaluating(model):
-            for start in range(0, len(prompts), batch_size):
-                batch = _chat_batch(tokenizer, prompts[start:start + batch_size], model.device)
+            for start in range(0, len(prompts), per_call):
+                batch = _chat_batch(tokenizer, prompts[start:start + per_call], model.device)
                 ids, mask = batch["input_ids"], batch["attention_mask"]
                 if end_tokens is None:
                     output = model.generate(input_ids=ids.repeat_interleave(k, 0),
@@ -109,7 +120,7 @@ def _soft_prompt(model) -> bool:
 
 def _plain_greedy(model) -> bool:
     """True where decode reproduces model.generate: no soft prompt, no logits processor in the generation
-    config (Qwen2.5's repetition_penalty, say)."""
+    config (Qwen2.5's repetition_penalty, say). For sampling, `sample_answers` also rules out min_p and typical_p."""
     if _soft_prompt(model):
         return False
     generation_config = getattr(model, "generation_config", None)
