@@ -69,8 +69,8 @@ def sample_answers(model, tokenizer, prompts: list[list[dict]], k: int, temperat
     if k < 1 or temperature <= 0:
         raise ValueError(f"sample_answers needs k >= 1 and temperature > 0 (got k={k}, temperature={temperature}); "
                          "for greedy answers use helpers.generate.")
-    config = set(model.generation_config.to_diff_dict()) if getattr(model, "generation_config", None) else set()
-    own_sampler = _plain_greedy(model) and not config & {"min_p", "typical_p"}  # filters generate would apply
+    own_sampler = _plain_greedy(model) and not {"min_p", "typical_p"} & set(  # filters generate would apply
+        model.generation_config.to_diff_dict())
     if generator is not None and not own_sampler:
         raise ValueError("This model samples through transformers' generate (a soft prompt or logits processors in "
                          "its generation config), which takes no generator: seed with torch.manual_seed instead.")

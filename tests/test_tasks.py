@@ -152,25 +152,33 @@ def _hf_answers(model, tokenizer, prompts, max_new_tokens):
     return batch, output[:, batch["input_ids"].shape[1]:]
 
 
-def test_decode_gives_generates_greedy_tokens_while_answers_end_at_different_steps(tokenizer):
-    """decode drops an ended answer's rows from the batch and its KV cache. Its tokens must be generate's,
-    on the course model and prompts whose answers end at several different steps (the rows that leave the batch
-    are then in the middle of it) and where some run to the token limit."""
+@pytest.fixture(scope="module")
+def smollm():
     import torch
     from transformers import AutoModelForCausalLM
 
     import helpers
+
+    return AutoModelForCausalLM.from_pretrained(helpers.model_path("HuggingFaceTB/SmolLM2-135M-Instruct"),
+                                                dtype=torch.float32).eval()
+
+
+def test_decode_gives_generates_greedy_tokens_while_answers_end_at_different_steps(tokenizer, smollm):
+    """decode drops an ended answer's rows from the batch and its KV cache. Its tokens must be generate's,
+    on the course model and prompts whose answers end at several different steps (the rows that leave the batch
+    are then in the middle of it) and where some run to the token limit."""
+    import torch
+
+    import helpers
     from helpers.tasks import decode
 
-    model = AutoModelForCausalLM.from_pretrained(helpers.model_path("HuggingFaceTB/SmolLM2-135M-Instruct"),
-                                                 dtype=torch.float32).eval()
     prompts = helpers.load_course_dataset("rl")["test"].select(range(12))["prompt"]  # 08's questions
-    batch, reference = _hf_answers(model, tokenizer, prompts, 20)
+    batch, reference = _hf_answers(smollm, tokenizer, prompts, 20)
     end = tokenizer.eos_token_id
     first_end = [int((row == end).nonzero()[0]) if (row == end).any() else None for row in reference]
     assert len({s for s in first_end if s is not None}) >= 3 and None in first_end, first_end  # a real test
     with torch.no_grad():
-        ours = decode(model, batch["input_ids"], batch["attention_mask"], 20, [end], tokenizer.pad_token_id)
+        ours = decode(smollm, batch["input_ids"], batch["attention_mask"], 20, [end], tokenizer.pad_token_id)
     assert torch.equal(ours, reference)
 
 
@@ -200,17 +208,6 @@ def test_generate_takes_the_fast_path_only_where_it_equals_generate(tokenizer, t
 
 
 # ------------------------------------------------------------------------------------------ sampling
-@pytest.fixture(scope="module")
-def smollm():
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    import helpers
-
-    return AutoModelForCausalLM.from_pretrained(helpers.model_path("HuggingFaceTB/SmolLM2-135M-Instruct"),
-                                                dtype=torch.float32).eval()
-
-
 def test_sample_answers_near_zero_temperature_are_the_greedy_answers(tokenizer, smollm):
     """Near temperature 0 every sample is the greedy answer. So the copied prompt cache, the rows of each prompt's k
     answers (prompt i at rows i*k .. i*k + k - 1), the left padding and the rows that leave the batch must all be
