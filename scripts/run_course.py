@@ -1,12 +1,20 @@
-"""Run every notebook in order (cpu profile unless COURSE_PROFILE says otherwise) and time each one.
+"""Run every notebook (cpu profile unless COURSE_PROFILE says otherwise) and time each one.
 
     python scripts/run_course.py                 # executed copies -> runs/executed/, timings -> runs/course_timing.json
+    python scripts/run_course.py --workers 2     # two notebooks at a time, one thread each (CPU; not with --record)
     python scripts/run_course.py 01              # only notebooks whose name starts with 01 ("dpo" for the homework
                                                  # solution, which runs after 09)
     python scripts/run_course.py --record        # also write benchmarks/<profile>.json and the README's table
     python scripts/run_course.py --table         # only rewrite the README's tables from benchmarks/*.json
     python scripts/run_course.py --results       # only store runs/*.json's headlines in benchmarks/cpu.json (+ README)
 
+By default the notebooks run one after another, each with every core: the course's numbers then reproduce the
+committed ones bit for bit on the same kind of CPU (two full runs on the Xeon: every record the same), and --record
+(the benchmark) times what a notebook costs you when you run it. --workers 2 runs two at a time on the CPU, one
+thread each, each after the notebooks whose records it reads (`run_side_by_side`, the schedule `make test` uses):
+on 2 cores of the Xeon the course and homework took 30.0 min instead of 33.6, because a notebook keeps one core busy
+part of its time, but one thread rounds differently from two, and where a run samples (notebook 08's GRPO control)
+the difference grows into other answers and other numbers, within the tests' margins.
 The source notebooks are never written here: scripts/refresh_outputs.py copies the executed copies' outputs into them
 (make bench runs both).
 Peak memory is the largest resident memory of the kernel and its children, sampled every 0.2 s. While a notebook
@@ -24,6 +32,7 @@ import json
 import re
 import os
 import platform
+import subprocess
 import sys
 import threading
 import time
@@ -160,19 +169,154 @@ def run_notebook(path: Path, timeout: int) -> dict:
     threading.Thread(target=sample, daemon=True).start()
     start = time.perf_counter()
     error = None
+    detail = None
     try:
         client.execute()
     except Exception as exc:  # the executed copy still shows the failing cell
-        error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        # a failing cell (nbclient's CellExecutionError) names its own exception; its text has the cell and traceback
+        error = (f"{exc.ename}: {exc.evalue}" if hasattr(exc, "ename")
+                 else f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        detail = str(exc)
     finally:
         seconds = time.perf_counter() - start
         stop.set()
         progress.close()
+    if detail:
+        print(detail, flush=True)
     executed = RUNS / "executed" / path.name
     executed.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(notebook, executed)
     return {"notebook": path.stem, "seconds": round(seconds, 1), "peak_memory_mb": round(peak["mb"]),
             "ok": error is None, "error": error}
+
+
+def remaining(todo: dict[str, dict]) -> dict[str, float]:
+    """{job: its seconds plus those of the longest chain of jobs that wait on it}: the time from its start to the
+    end at the least. The job on the longest chain starts first (05, which 08 and then 09 wait for)."""
+    waiting = {job: [other for other, spec in todo.items() if job in spec["needs"]] for job in todo}
+    memo, visiting = {}, set()
+
+    def chain(job):
+        if job in visiting:
+            raise ValueError(f"{job} waits, through its needs, for itself: {sorted(visiting)}")
+        if job not in memo:
+            visiting.add(job)
+            memo[job] = todo[job]["seconds"] + max((chain(other) for other in waiting[job]), default=0)
+            visiting.discard(job)
+        return memo[job]
+
+    return {job: chain(job) for job in todo}
+
+
+def schedule(todo: dict[str, dict], workers: int, start, poll) -> dict[str, str]:
+    """Run every job of `todo` with at most `workers` at once: a job starts when all its needs have passed, the one
+    with the longest chain of jobs behind it first (`remaining`). start(job, alone) launches one, alone=True when
+    no other job is running or left to start (it may take every core); poll() returns {job: passed?} for the jobs
+    that ended since. Returns {job: "passed" | "FAILED" | "not run (needs X)"} for every job."""
+    if workers < 1:
+        raise ValueError(f"workers={workers}: run at least one job at a time")
+    result, running, priority = {}, set(), remaining(todo)
+    while len(result) < len(todo):
+        for job, spec in todo.items():  # a job whose needs failed, or were not run, is not run
+            failed = sorted(need for need in spec["needs"] if result.get(need, "passed") != "passed")
+            if job not in result and job not in running and failed:
+                result[job] = f"not run (needs {', '.join(failed)})"
+        ready = sorted((job for job, spec in todo.items() if job not in result and job not in running
+                        and all(result.get(need) == "passed" for need in spec["needs"])),
+                       key=lambda job: -priority[job])
+        for job in ready[:workers - len(running)]:
+            start(job, alone=not running and len(result) == len(todo) - 1)
+            running.add(job)
+        if not running:
+            break
+        for job, passed in poll().items():
+            running.discard(job)
+            result[job] = "passed" if passed else "FAILED"
+    for job, spec in todo.items():  # needs no job of `todo` can meet: never silently left out
+        result.setdefault(job, f"not run (needs {', '.join(sorted(set(spec['needs']) - set(todo)))})")
+    return result
+
+
+def run_side_by_side(notebooks: list[Path], workers: int, timeout: int) -> list[dict]:
+    """Run the notebooks `workers` at a time, each in a process of its own (`--one`) with cores // workers threads
+    (every core for the last one left), a notebook only after those whose records it reads (its metadata "needs")
+    have passed, the one with the longest chain of notebooks waiting behind it first (scripts/run_tests.py runs the
+    tests the same way). Each one's output goes to runs/course-logs/<notebook>.log. Returns their results in course
+    order; a notebook whose needs failed is reported as not run."""
+    chosen = {path.stem: path for path in notebooks}
+    bench = read_benchmark("cpu")
+    todo = {name: {"needs": {WRITTEN_BY[record] for record in METADATA[name].get("needs", [])} & set(chosen),
+                   "seconds": bench.get(name, {}).get("seconds", 300)} for name in chosen}
+    logs = RUNS / "course-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    cores, began, processes, results, shown = os.cpu_count() or 2, time.perf_counter(), {}, {}, {}
+
+    def start(name, alone):
+        threads = cores if alone else max(1, cores // workers)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OMP_WAIT_POLICY": "PASSIVE"}
+        log = open(logs / f"{name}.log", "w")
+        command = [sys.executable, __file__, "--one", str(chosen[name]), "--timeout", str(timeout)]
+        processes[name] = (subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), log)
+        shown[name] = 0
+        print(f"{time.perf_counter() - began:6.0f} s  start {name} ({threads} thread{'s' * (threads > 1)})",
+              flush=True)
+
+    def relay():
+        """Each running notebook's slow cells as its log gets them (Progress's lines), named by the notebook."""
+        for name in processes:
+            with open(logs / f"{name}.log", "rb") as log:
+                log.seek(shown[name])
+                text = log.read()
+            complete = text[:text.rfind(b"\n") + 1]
+            shown[name] += len(complete)
+            for line in complete.decode(errors="replace").splitlines():
+                if re.match(r"  \[\d+:\d\d\] cell ", line):
+                    print(f"{time.perf_counter() - began:6.0f} s  {name}{line[1:]}", flush=True)
+
+    def poll():
+        while not any(process.poll() is not None for process, _ in processes.values()):
+            relay()
+            time.sleep(1)
+        relay()
+        ended = {}
+        for name in [n for n, (process, _) in processes.items() if process.poll() is not None]:
+            process, log = processes.pop(name)
+            log.close()
+            result_file = logs / f"{name}.json"
+            result = json.loads(result_file.read_text()) if result_file.exists() else {
+                "notebook": name, "seconds": None, "peak_memory_mb": None, "ok": False,
+                "error": f"the runner stopped (exit code {process.returncode}): see {log.name}"}
+            results[name], ended[name] = result, result["ok"]
+            status = "ok" if result["ok"] else f"FAILED ({result['error']}; the cell and traceback: {log.name})"
+            print(f"{time.perf_counter() - began:6.0f} s  {name}: {status}"
+                  + (f" in {result['seconds']:.0f} s, peak memory {result['peak_memory_mb']} MB"
+                     if result["seconds"] is not None else ""), flush=True)
+        return ended
+
+    for name in chosen:
+        (logs / f"{name}.json").unlink(missing_ok=True)
+    try:
+        state = schedule(todo, workers, start, poll)
+    finally:  # an error here must not leave notebooks running
+        for process, log in processes.values():
+            process.kill()
+            log.close()
+    for name, what in state.items():
+        if name not in results:
+            print(f"        {name}: {what}", flush=True)
+            results[name] = {"notebook": name, "seconds": None, "peak_memory_mb": None, "ok": False, "error": what}
+    return [results[path.stem] for path in notebooks]
+
+
+def run_one(path: Path, timeout: int) -> int:
+    """`--one`: run one notebook in this process, print its progress, write its result (with its training cells'
+    roofline) to runs/course-logs/<notebook>.json for run_side_by_side; the exit code says whether it passed."""
+    result = run_notebook(path, timeout)
+    result["training_cells"] = training_cells(path.stem)
+    result["threads"] = int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))
+    (RUNS / "course-logs").mkdir(parents=True, exist_ok=True)
+    (RUNS / "course-logs" / f"{path.stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    return 0 if result["ok"] else 1
 
 
 def training_cells(notebook: str) -> list[dict]:
@@ -450,8 +594,18 @@ def main():
     parser.add_argument("--results", action="store_true",
                         help="only store the results of the runs/*.json a full cpu run wrote in benchmarks/cpu.json "
                              "and rewrite the README")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="notebooks at once, cores // workers threads each (default 1; --record times each alone)")
+    parser.add_argument("--one", type=Path, help=argparse.SUPPRESS)  # run_side_by_side's child: one notebook
     args = parser.parse_args()
     profile = os.environ.setdefault("COURSE_PROFILE", "cpu")
+    if args.one:
+        sys.exit(run_one(args.one, args.timeout))
+    if args.record and args.workers > 1:
+        parser.error("--record times each notebook alone, with every core: leave out --workers")
+    if args.workers < 1:
+        parser.error(f"--workers {args.workers}: run at least one notebook at a time")
+    workers = args.workers
     if args.results:
         recorded = BENCHMARKS / "cpu.json"
         recorded.write_text(json.dumps(with_results(json.loads(recorded.read_text())), indent=2) + "\n")
@@ -468,25 +622,40 @@ def main():
         (RUNS / "machine.json").unlink(missing_ok=True)  # measure the matrix-product peak afresh in this run
     elif args.record:  # a partial re-measure keeps the full run's peak, so every share in the benchmark uses one
         keep_recorded_peak(profile)
-    results = []
-    for path in notebooks:
-        print(f"running {path.name} ({profile} profile) ...", flush=True)
-        result = run_notebook(path, args.timeout)
-        result["training_cells"] = training_cells(path.stem)
-        status = "ok" if result["ok"] else f"FAILED ({result['error']})"
-        print(f"  {status} in {result['seconds']:.0f} s, peak memory {result['peak_memory_mb']} MB", flush=True)
-        results.append(result)
+    results, began = [], time.perf_counter()
+    if workers > 1 and len(notebooks) > 1:
+        print(f"running {len(notebooks)} notebooks ({profile} profile), {workers} at a time; each one's output in "
+              f"{RUNS / 'course-logs'}/", flush=True)
+        # the matrix-product peak (runs/machine.json, which COURSE_CPU_PRECISION=auto and the roofline read) is
+        # measured now, with every core, not by two notebooks measuring at once
+        measured = subprocess.run([sys.executable, "-c", "from helpers.profiles import measure_cpu_gflops as m; m()"],
+                                  cwd=ROOT, capture_output=True, text=True)
+        if measured.returncode:
+            raise SystemExit(f"measuring the matrix-product peak failed:\n{measured.stdout}{measured.stderr}")
+        results = run_side_by_side(notebooks, workers, args.timeout)
+    else:
+        for path in notebooks:
+            print(f"running {path.name} ({profile} profile) ...", flush=True)
+            result = run_notebook(path, args.timeout)
+            result["training_cells"] = training_cells(path.stem)
+            status = "ok" if result["ok"] else f"FAILED ({result['error']})"
+            print(f"  {status} in {result['seconds']:.0f} s, peak memory {result['peak_memory_mb']} MB", flush=True)
+            results.append(result)
+    wall = time.perf_counter() - began
 
-    total = sum(r["seconds"] for r in results)
+    total = sum(r["seconds"] or 0 for r in results)
     machine = json.loads((RUNS / "machine.json").read_text()) if (RUNS / "machine.json").exists() else {}
     precisions = sorted({c["precision"] for r in results for c in r["training_cells"]})
     summary = {"profile": profile, "cores": os.cpu_count(), "machine": platform.machine(),
                "cpu": machine.get("machine"), "matmul_gflops": machine.get("gflops"),
                "precision": "/".join(precisions) or None,
                "total_seconds": round(total, 1), "notebooks": results}
+    if workers > 1:  # the notebooks' own seconds overlap: the run's time is the wall clock's
+        summary.update(workers=workers, wall_seconds=round(wall, 1))
     RUNS.mkdir(exist_ok=True)
     (RUNS / "course_timing.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"{len(results)} notebooks in {total / 60:.1f} min; executed copies in runs/executed/")
+    at_once = f", {workers} at a time ({total / 60:.1f} min of notebook time)" if workers > 1 else ""
+    print(f"{len(results)} notebooks in {wall / 60:.1f} min{at_once}; executed copies in runs/executed/")
 
     if args.record and all(r["ok"] for r in results):
         BENCHMARKS.mkdir(exist_ok=True)

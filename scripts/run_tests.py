@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import run_course  # scripts/, beside this file: the notebooks and their metadata "needs"
+from run_course import remaining, schedule  # noqa: F401 (the scheduler `make course` shares; tests call it here)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -54,53 +55,6 @@ def jobs() -> dict[str, dict]:
                           "seconds": bench.get(path.stem, {}).get("seconds", DEFAULT_SECONDS)}
     out[UNIT_TESTS] = {"args": ["tests", "-m", "not notebooks"], "needs": set(), "seconds": UNIT_TESTS_SECONDS}
     return out
-
-
-def remaining(todo: dict[str, dict]) -> dict[str, float]:
-    """{job: its seconds plus those of the longest chain of jobs that wait on it}: the time from its start to the
-    end at the least. The job on the longest chain starts first (05, which 08 and then 09 wait for)."""
-    waiting = {job: [other for other, spec in todo.items() if job in spec["needs"]] for job in todo}
-    memo, visiting = {}, set()
-
-    def chain(job):
-        if job in visiting:
-            raise ValueError(f"{job} waits, through its needs, for itself: {sorted(visiting)}")
-        if job not in memo:
-            visiting.add(job)
-            memo[job] = todo[job]["seconds"] + max((chain(other) for other in waiting[job]), default=0)
-            visiting.discard(job)
-        return memo[job]
-
-    return {job: chain(job) for job in todo}
-
-
-def schedule(todo: dict[str, dict], workers: int, start, poll) -> dict[str, str]:
-    """Run every job of `todo` with at most `workers` at once: a job starts when all its needs have passed, the one
-    with the longest chain of jobs behind it first (`remaining`). start(job, alone) launches one, alone=True when
-    no other job is running or left to start (it may take every core); poll() returns {job: passed?} for the jobs
-    that ended since. Returns {job: "passed" | "FAILED" | "not run (needs X)"} for every job."""
-    if workers < 1:
-        raise ValueError(f"workers={workers}: run at least one job at a time")
-    result, running, priority = {}, set(), remaining(todo)
-    while len(result) < len(todo):
-        for job, spec in todo.items():  # a job whose needs failed, or were not run, is not run
-            failed = sorted(need for need in spec["needs"] if result.get(need, "passed") != "passed")
-            if job not in result and job not in running and failed:
-                result[job] = f"not run (needs {', '.join(failed)})"
-        ready = sorted((job for job, spec in todo.items() if job not in result and job not in running
-                        and all(result.get(need) == "passed" for need in spec["needs"])),
-                       key=lambda job: -priority[job])
-        for job in ready[:workers - len(running)]:
-            start(job, alone=not running and len(result) == len(todo) - 1)
-            running.add(job)
-        if not running:
-            break
-        for job, passed in poll().items():
-            running.discard(job)
-            result[job] = "passed" if passed else "FAILED"
-    for job, spec in todo.items():  # needs no job of `todo` can meet: never silently left out
-        result.setdefault(job, f"not run (needs {', '.join(sorted(set(spec['needs']) - set(todo)))})")
-    return result
 
 
 def run(workers: int, todo: dict | None = None, then: tuple = ("tests", "-m", "notebooks"), logs: Path = LOGS) -> int:

@@ -176,6 +176,42 @@ def test_course_progress_shows_the_running_cell_and_where_the_time_went():
     assert shown.endswith("\r\033[K")
 
 
+@pytest.mark.slow
+def test_the_course_runs_two_notebooks_at_a_time_each_after_the_records_it_reads(tmp_path, monkeypatch, capsys):
+    """`run_course.py --workers 2` runs two notebooks at once, one thread each (run_course.run_side_by_side): b reads
+    the record a writes, so it starts only after a has passed (its cell fails otherwise); d reads c's, and c fails,
+    so d is reported as not run; every notebook leaves its executed copy, its log and its result."""
+    runs = tmp_path / "runs"
+    monkeypatch.setenv("COURSE_RUNS_DIR", str(runs))  # the children's runs/ (they read it at import)
+    monkeypatch.setattr(run_course, "RUNS", runs)
+    monkeypatch.setattr(run_course.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(run_course, "METADATA", {"a": {"records": ["a_rec"]}, "b": {"needs": ["a_rec"]},
+                                                 "c": {"records": ["c_rec"]}, "d": {"needs": ["c_rec"]}, "e": {}})
+    monkeypatch.setattr(run_course, "WRITTEN_BY", {"a_rec": "a", "c_rec": "c"})
+    cells = {  # b first: started at once, before a wrote its record, it would fail
+        "b": "import os, pathlib\nassert pathlib.Path(os.environ['COURSE_RUNS_DIR'], 'a_rec.json').exists()",
+        "a": "import json, os, pathlib, time\ntime.sleep(2)\npathlib.Path(os.environ['COURSE_RUNS_DIR'], 'a_rec.json')"
+             ".write_text(json.dumps({'threads': os.environ['OMP_NUM_THREADS']}))",
+        "c": "raise ValueError('c broke')",
+        "d": "x = 1",
+        "e": "x = 1",
+    }
+    paths = []
+    for name, code in cells.items():
+        paths.append(tmp_path / f"{name}.ipynb")
+        nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(code)]), paths[-1])
+    results = run_course.run_side_by_side(paths, workers=2, timeout=120)
+    assert [r["notebook"] for r in results] == list(cells)
+    ok = {r["notebook"]: r["ok"] for r in results}
+    assert ok == {"a": True, "b": True, "c": False, "d": False, "e": True}, results
+    assert results[2]["error"] == "ValueError: c broke" and results[3]["error"] == "not run (needs c)"
+    assert json.loads((runs / "a_rec.json").read_text()) == {"threads": "1"}  # one thread each while two run
+    assert all((runs / "executed" / f"{name}.ipynb").exists() for name in "abce")
+    assert "ValueError" in (runs / "course-logs" / "c.log").read_text()
+    out = capsys.readouterr().out
+    assert "start a (1 thread)" in out and "d: not run (needs c)" in out
+
+
 def _close(stated: float, measured: float) -> bool:
     """A time written by hand against the last make bench: within a minute or a quarter (timings vary ±15%)."""
     return abs(stated - measured) <= max(1.0, 0.25 * measured)
