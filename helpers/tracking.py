@@ -451,6 +451,13 @@ def load_reward_model(profile, tokenizer):
     if trained_in != profile.name:
         raise ValueError(f"Notebook 05 trained its reward model in profile '{trained_in}', and this notebook runs in "
                          f"'{profile.name}': {_run_first('05')}")
+    adapter = trained_adapter(RUNS / "checkpoints" / "05_reward_model", "05")
+    # the checkpoint itself, too: a 05 run stopped in another profile can leave its adapter beside an older record.
+    # Its base is a local folder or a Hub id, whichever the machine had, so the model's name is what is compared.
+    trained_on = json.loads((Path(adapter) / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
+    if Path(trained_on).name != Path(model_path(profile.pref_model)).name:
+        raise ValueError(f"Notebook 05's reward-model adapter was trained on {Path(trained_on).name or 'an unknown model'}"
+                         f", and profile '{profile.name}' scores with {profile.pref_model}: {_run_first('05')}")
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # the load report lists the score head as new; the adapter brings it
     try:
@@ -461,7 +468,7 @@ def load_reward_model(profile, tokenizer):
     finally:
         transformers.logging.set_verbosity(verbosity)
     base.config.pad_token_id = tokenizer.pad_token_id  # the score is read at the last token that is not padding
-    return PeftModel.from_pretrained(base, trained_adapter(RUNS / "checkpoints" / "05_reward_model", "05"))
+    return PeftModel.from_pretrained(base, adapter)
 
 
 # --------------------------------------------------------------------------------------------- resume, OOM

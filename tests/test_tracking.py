@@ -282,3 +282,10 @@ def test_load_reward_model_gives_05s_scores_and_refuses_one_from_another_profile
     loaded = tracking.load_reward_model(profile, tokenizer)
     torch.testing.assert_close(helpers.reward_scores(loaded, tokenizer, prompts, answers), expected)
     assert loaded.config.pad_token_id == tokenizer.pad_token_id
+    # the record says cpu, but the adapter beside it came from a run on another model (a t4-sim run stopped early)
+    config_file = tmp_path / "checkpoints" / "05_reward_model" / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    config_file.write_text(json.dumps({**config, "base_model_name_or_path": "/somewhere/tiny-random-llama"}))
+    with pytest.raises(ValueError, match="adapter was trained on tiny-random-llama, and profile 'cpu' scores with "
+                                         "HuggingFaceTB/SmolLM2-135M-Instruct: run notebook 05"):
+        tracking.load_reward_model(profile, tokenizer)
