@@ -2,6 +2,7 @@
 
     rule_of_thumb_gb(8.0e9, bits=4)     # ~4.8 GB to serve an 8B model in 4-bit
     training_memory_gb(...)             # weights + trainable state + activations, for a fine-tuning run
+    kv_cache_gb(model_id, rows, tokens) # the KV cache of a batch being generated
 """
 
 import torch
@@ -56,6 +57,15 @@ MODEL_SHAPES = {
     "unsloth/Meta-Llama-3.1-8B-Instruct": dict(params=8030.3e6, hidden=4096, layers=32, intermediate=14336,
                                                kv_dim=1024, vocab=128256, tied=False),
 }
+
+
+def kv_cache_gb(model_id: str, rows: int, tokens: int, bytes_per_value: int = 2) -> float:
+    """GB a KV cache holds for `rows` sequences of `tokens` positions each (prompt and answer): a key and a value of
+    kv_dim numbers per position in every layer, bytes_per_value each (2 in 16-bit, 4 in float32). Generating, the
+    cache is the memory that grows with the batch; `helpers.sample_answers` with rows_per_call=128 on a T4 holds at
+    most kv_cache_gb("HuggingFaceTB/SmolLM2-1.7B-Instruct", 128, 70 + 144) = 5.4 GB (no grouped KV heads)."""
+    shape = MODEL_SHAPES[model_id]
+    return 2 * shape["layers"] * shape["kv_dim"] * bytes_per_value * rows * tokens / 1e9
 
 
 def lora_params(shape: dict, r: int) -> int:

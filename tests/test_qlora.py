@@ -112,3 +112,23 @@ def dataclasses_replace(profile, **changes):
     import dataclasses
 
     return dataclasses.replace(profile, **changes)
+
+
+def test_the_kv_cache_estimate_is_what_a_real_cache_holds():
+    """memory.kv_cache_gb against the bytes of the DynamicCache a forward pass of SmolLM2-135M's architecture fills
+    (float32 here: 4 bytes a value): keys and values of kv_dim numbers per position, in every layer."""
+    from transformers import AutoConfig, DynamicCache
+
+    import helpers
+    from helpers import memory
+
+    model_id = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    config = AutoConfig.from_pretrained(helpers.model_path(model_id))
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()  # random weights: only the shapes matter
+    cache = DynamicCache(config=config)
+    with torch.no_grad():
+        model(input_ids=torch.randint(0, 1000, (3, 10)), past_key_values=cache, use_cache=True)
+    held = sum(t.numel() * t.element_size() for layer in cache.layers for t in (layer.keys, layer.values))
+    assert held == pytest.approx(memory.kv_cache_gb(model_id, rows=3, tokens=10, bytes_per_value=4) * 1e9, rel=1e-9)
+    assert memory.kv_cache_gb("HuggingFaceTB/SmolLM2-1.7B-Instruct", 128, 70 + 144) == pytest.approx(5.39, abs=0.01)
