@@ -456,8 +456,9 @@ def load_reward_model(profile, tokenizer):
     # Its base is a local folder or a Hub id, whichever the machine had, so the model's name is what is compared.
     trained_on = json.loads((Path(adapter) / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
     if Path(trained_on).name != Path(model_path(profile.pref_model)).name:
-        raise ValueError(f"Notebook 05's reward-model adapter was trained on {Path(trained_on).name or 'an unknown model'}"
-                         f", and profile '{profile.name}' scores with {profile.pref_model}: {_run_first('05')}")
+        trained_name = Path(trained_on).name or "an unknown model"
+        raise ValueError(f"Notebook 05's reward-model adapter was trained on {trained_name}, and profile "
+                         f"'{profile.name}' scores with {profile.pref_model}: {_run_first('05')}")
     verbosity = transformers.logging.get_verbosity()
     transformers.logging.set_verbosity_error()  # the load report lists the score head as new; the adapter brings it
     try:

@@ -10,11 +10,12 @@ busy, not two: Python between the matrix products, kernel start and imports (abo
 - the tests that read no record (`pytest tests -m "not notebooks"`) are one more job of the same queue;
 - when every notebook has passed, the tests that check their records (`pytest tests -m notebooks`) run alone.
 
-A notebook whose needs failed is not run (it would fail for the same reason). One thread per process gives the same
-numbers as two up to rounding in the last bits, as another CPU does (the committed outputs and the thresholds already
-allow for that). The times a notebook records while another shares the cores are not the benchmark's: `make bench`
-(scripts/run_course.py) measures those, one notebook at a time. Each job's output: runs/test-logs/<job>.log, printed
-in full when it failed.
+A notebook whose needs failed is not run (it would fail for the same reason). One thread per process rounds differently
+from two, as another CPU does: most numbers agree to the last digits, but where a run samples, the difference can grow
+into other answers (08's GRPO control learned others in a full run with one thread), and the NBVAL-checked outputs
+and the learning-effect thresholds allow for that. The times a notebook records while another shares the cores are
+not the benchmark's: `make bench` (scripts/run_course.py) measures those, one notebook at a time. Each job's
+output: runs/test-logs/<job>.log, printed in full when it failed.
 
     python scripts/run_tests.py              # what make test runs
     python scripts/run_tests.py --workers 1  # one job at a time (each with every core)
@@ -28,7 +29,7 @@ import time
 from pathlib import Path
 
 import run_course  # scripts/, beside this file: the notebooks and their metadata "needs"
-from run_course import remaining, schedule  # noqa: F401 (the scheduler `make course` shares; tests call it here)
+from run_course import remaining, schedule  # noqa: F401 (shared with run_course.py --workers; tests call it here)
 
 ROOT = Path(__file__).resolve().parent.parent
 
