@@ -239,10 +239,12 @@ def _simulation(gpu: str, chat_model: str, homework_models: tuple) -> Profile:
         sft_steps=2, sft_batch_size=2, sft_grad_accum=1, max_length=128, eval_prompts=4,
         qlora_steps=2, qlora_batch_size=2, qlora_grad_accum=2, peft_steps=2, peft_eval_prompts=4,
         embed_epochs=1, embed_batch_size=8, embed_max_steps=2,
-        pref_steps=2, pref_batch_size=2, pref_eval_pairs=8, dpo_betas=(0.1, 0.2), dpo_beta=0.1,
+        # 3 DPO steps and iterative rounds of 1: the rounds label fewer pairs than the offline run, as on a GPU, so
+        # notebook 06 trains its matched offline run (the GPU profiles' path) here too
+        pref_steps=3, pref_batch_size=2, pref_eval_pairs=8, dpo_betas=(0.1, 0.2), dpo_beta=0.1,
         rm_steps=2, rm_batch_size=2, ppo_steps=2, ppo_batch_size=4, ppo_max_new_tokens=8, ppo_eval_prompts=4,
         orpo_steps=2, grpo_steps=2, grpo_num_generations=2, grpo_batch_size=4, grpo_max_completion_length=8,
-        grpo_eval_prompts=4, grpo_ablation_steps=None, dpo_round_steps=None, homework_models=homework_models,
+        grpo_eval_prompts=4, grpo_ablation_steps=None, dpo_round_steps=1, homework_models=homework_models,
     )
 
 
