@@ -63,7 +63,7 @@ def sample_answers(model, tokenizer, prompts: list[list[dict]], k: int, temperat
 
     rows_per_call: answers decoded at once (prompts per call = rows_per_call // k, at least 1); their KV cache is
     the memory that grows: on a T4 with SmolLM2-1.7B (no grouped KV heads, ~0.2 MB a token in float16), 128 rows
-    of ~70 prompt and 144 answer tokens hold about 5.4 GB. generator: a torch.Generator on the model's device, for
+    of ~70 prompt and 144 answer tokens hold about 5.4 GB (`helpers.memory.kv_cache_gb`). generator: a torch.Generator on the model's device, for
     draws of their own (the generate fallback cannot take one).
     """
     if k < 1 or temperature <= 0:
@@ -447,7 +447,7 @@ def generate_and_score(model, tokenizer, prompts: list[list[dict]], answer_sets:
                 mask = torch.cat([(torch.arange(width) >= width - offsets[:, None]).long(),  # the prefix's padding
                                   torch.ones(len(suffix), 1, dtype=torch.long)], 1)
                 new = decode(model, suffix.to(model.device), mask.to(model.device), max_new_tokens,
-                                    end_tokens, pad, past_key_values=forward.cache)
+                             end_tokens, pad, past_key_values=forward.cache)
                 answers[rows.start:rows.stop] = [a.strip() for a in tokenizer.batch_decode(new, skip_special_tokens=True)]
                 truncated[rows.start:rows.stop] = answer_mask(new, tokenizer.eos_token_id)[1].tolist()
                 continue

@@ -451,11 +451,11 @@ def load_reward_model(profile, tokenizer):
     if trained_in != profile.name:
         raise ValueError(f"Notebook 05 trained its reward model in profile '{trained_in}', and this notebook runs in "
                          f"'{profile.name}': {_run_first('05')}")
-    adapter = trained_adapter(RUNS / "checkpoints" / "05_reward_model", "05")
+    adapter, base_path = trained_adapter(RUNS / "checkpoints" / "05_reward_model", "05"), model_path(profile.pref_model)
     # the checkpoint itself, too: a 05 run stopped in another profile can leave its adapter beside an older record.
     # Its base is a local folder or a Hub id, whichever the machine had, so the model's name is what is compared.
     trained_on = json.loads((Path(adapter) / "adapter_config.json").read_text()).get("base_model_name_or_path") or ""
-    if Path(trained_on).name != Path(model_path(profile.pref_model)).name:
+    if Path(trained_on).name != Path(base_path).name:
         trained_name = Path(trained_on).name or "an unknown model"
         raise ValueError(f"Notebook 05's reward-model adapter was trained on {trained_name}, and profile "
                          f"'{profile.name}' scores with {profile.pref_model}: {_run_first('05')}")
@@ -463,7 +463,7 @@ def load_reward_model(profile, tokenizer):
     transformers.logging.set_verbosity_error()  # the load report lists the score head as new; the adapter brings it
     try:
         base = AutoModelForSequenceClassification.from_pretrained(
-            model_path(profile.pref_model), num_labels=1, dtype=profile.weights_dtype,
+            base_path, num_labels=1, dtype=profile.weights_dtype,
             quantization_config=nf4_config(profile.dtype) if profile.load_in_4bit else None,
             device_map="auto" if profile.needs_gpu else None)
     finally:

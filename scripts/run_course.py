@@ -12,7 +12,7 @@ By default the notebooks run one after another, each with every core: the course
 committed ones bit for bit on the same kind of CPU (two full runs on the Xeon: every record the same), and --record
 (the benchmark) times what a notebook costs you when you run it. --workers 2 runs two at a time on the CPU, one
 thread each, each after the notebooks whose records it reads (`run_side_by_side`, the schedule `make test` uses):
-on 2 cores of the Xeon the course and homework took 30.0 min instead of 33.6, because a notebook keeps one core busy
+on 2 cores of the Xeon the course and homework took 30.0 min instead of 33.5, because a notebook keeps one core busy
 part of its time, but one thread rounds differently from two, and where a run samples (notebook 08's GRPO control)
 the difference grows into other answers and other numbers, within the tests' margins.
 The source notebooks are never written here: scripts/refresh_outputs.py copies the executed copies' outputs into them
